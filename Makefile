@@ -1,0 +1,199 @@
+# clusterd - plain GNU make, out of tree into build/.
+#
+#   make                  build everything (build/bin, build/lib)
+#   make check            build and run every test; ends "N passed, M failed"
+#   make SANITIZE=address,undefined check    the same under sanitizers
+#   make WERROR=1         warnings are errors (CI)
+#   make fuzz FUZZ_SECONDS=N                 run every libFuzzer target
+#   make bench-store      store benchmark (figures against fdatasync)
+#   make format | format-check | lint
+#   make deps             install every Debian package used (root)
+#   make demo             the narrated tour
+#   V=1                   show the commands
+
+SHELL := /bin/bash
+CC ?= cc
+ifeq ($(origin CC),default)
+CC := gcc
+endif
+
+ifneq ($(SANITIZE),)
+BUILD ?= build/san
+SANFLAGS := -fsanitize=$(SANITIZE) -fno-omit-frame-pointer -fno-sanitize-recover=all
+else
+BUILD ?= build
+SANFLAGS :=
+endif
+
+Q := $(if $(V),,@)
+say = $(if $(V),,@printf '  %-7s %s\n' $(1) $(2);)
+
+PKGS := lmdb libprotobuf-c libuv raft cmocka zlib
+PKG_CFLAGS := $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
+PKG_LIBS := $(shell pkg-config --libs $(PKGS) 2>/dev/null)
+
+WARN := -Wall -Wextra -Wshadow -Wstrict-prototypes -Wmissing-prototypes \
+        -Wpointer-arith -Wwrite-strings -Wformat=2 -Wundef -Wvla \
+        -Wcast-qual -Wnull-dereference -Wimplicit-fallthrough
+CFLAGS ?= -O2 -g
+ALL_CFLAGS := -std=gnu11 $(WARN) $(if $(filter 1,$(WERROR)),-Werror) \
+              -D_GNU_SOURCE -I. -I$(BUILD)/gen $(PKG_CFLAGS) $(SANFLAGS) \
+              -fPIC $(CFLAGS)
+ALL_LDFLAGS := $(SANFLAGS) $(LDFLAGS)
+LIBS := $(PKG_LIBS) -luv -lpthread
+
+GEN := $(BUILD)/gen
+OBJ := $(BUILD)/obj
+BIN := $(BUILD)/bin
+LIBDIR := $(BUILD)/lib
+TESTBIN := $(BUILD)/tests
+
+PROTOS := $(wildcard proto/*.proto)
+PB_C := $(patsubst proto/%.proto,$(GEN)/%.pb-c.c,$(PROTOS))
+PB_H := $(PB_C:.c=.h)
+
+LIB_SRC := $(wildcard lib/*.c)
+STORE_SRC := $(wildcard storage/*.c)
+PROTO_SRC := $(wildcard proto/*.c)
+
+CORE_OBJ := $(patsubst %.c,$(OBJ)/%.o,$(LIB_SRC) $(STORE_SRC) $(PROTO_SRC)) \
+            $(patsubst $(GEN)/%.c,$(OBJ)/gen/%.o,$(PB_C))
+CLIENT_OBJ := $(patsubst %.c,$(OBJ)/%.o,$(LIB_SRC) $(STORE_SRC))
+
+UNIT_SRC := $(wildcard tests/unit/test_*.c)
+UNIT_BIN := $(patsubst tests/unit/%.c,$(TESTBIN)/%,$(UNIT_SRC))
+TOOL_SRC := $(wildcard tests/tools/*.c)
+TOOL_BIN := $(patsubst tests/tools/%.c,$(TESTBIN)/%,$(TOOL_SRC))
+BENCH_SRC := $(wildcard tests/bench/*.c)
+BENCH_BIN := $(patsubst tests/bench/%.c,$(BIN)/%,$(BENCH_SRC))
+
+.PHONY: all check unit deps ensure-deps fuzz bench bench-store format \
+        format-check lint demo clean raft-version
+.DEFAULT_GOAL := all
+
+all: raft-version $(LIBDIR)/libcdcore.a $(LIBDIR)/libclusterd.a \
+     $(LIBDIR)/libclusterd.so $(UNIT_BIN) $(TOOL_BIN) $(BENCH_BIN)
+
+# Fail early and clearly when Debian's own libraft 0.15 is what would link.
+raft-version: $(BUILD)/raft-version.ok
+$(BUILD)/raft-version.ok: cluster/raft_version.h
+	$(Q)mkdir -p $(@D)
+	$(Q)printf '#include "cluster/raft_version.h"\nint main(void){return 0;}\n' \
+	  | $(CC) -x c -I. $(PKG_CFLAGS) - -o $(BUILD)/raft-version.bin $(PKG_LIBS) \
+	  || { echo "error: libraft >= 0.22.1 is required (run 'make deps')" >&2; exit 1; }
+	$(Q)touch $@
+
+$(GEN)/%.pb-c.c $(GEN)/%.pb-c.h: proto/%.proto
+	$(call say,PROTOC,$<)
+	$(Q)mkdir -p $(GEN)
+	$(Q)protoc-c --proto_path=proto --c_out=$(GEN) $<
+
+# Generated code is third-party style: compile it without our strictest flags.
+$(OBJ)/gen/%.o: $(GEN)/%.c $(PB_H)
+	$(call say,CC,$<)
+	$(Q)mkdir -p $(@D)
+	$(Q)$(CC) -std=gnu11 -I$(GEN) $(PKG_CFLAGS) $(SANFLAGS) -fPIC $(CFLAGS) -w -c $< -o $@
+
+$(OBJ)/%.o: %.c $(PB_H)
+	$(call say,CC,$<)
+	$(Q)mkdir -p $(@D)
+	$(Q)$(CC) $(ALL_CFLAGS) -MMD -MP -c $< -o $@
+
+$(LIBDIR)/libcdcore.a: $(CORE_OBJ)
+	$(call say,AR,$@)
+	$(Q)mkdir -p $(@D)
+	$(Q)rm -f $@ && ar rcs $@ $^
+
+# libclusterd: the read-only client library for programs on a node.
+$(LIBDIR)/libclusterd.a: $(CLIENT_OBJ)
+	$(call say,AR,$@)
+	$(Q)mkdir -p $(@D)
+	$(Q)rm -f $@ && ar rcs $@ $^
+$(LIBDIR)/libclusterd.so: $(CLIENT_OBJ)
+	$(call say,LD,$@)
+	$(Q)mkdir -p $(@D)
+	$(Q)$(CC) -shared -Wl,-soname,libclusterd.so.1 \
+	  -Wl,--version-script=storage/libclusterd.map $(ALL_LDFLAGS) \
+	  $^ -o $@ $$(pkg-config --libs lmdb zlib) -lpthread
+
+$(TESTBIN)/%: tests/unit/%.c $(LIBDIR)/libcdcore.a
+	$(call say,CCLD,$@)
+	$(Q)mkdir -p $(@D)
+	$(Q)$(CC) $(ALL_CFLAGS) -MMD -MP $< -o $@ $(ALL_LDFLAGS) $(LIBDIR)/libcdcore.a $(LIBS)
+
+$(TESTBIN)/%: tests/tools/%.c $(LIBDIR)/libcdcore.a
+	$(call say,CCLD,$@)
+	$(Q)mkdir -p $(@D)
+	$(Q)$(CC) $(ALL_CFLAGS) -MMD -MP $< -o $@ $(ALL_LDFLAGS) $(LIBDIR)/libcdcore.a $(LIBS)
+
+$(BIN)/%: tests/bench/%.c $(LIBDIR)/libcdcore.a
+	$(call say,CCLD,$@)
+	$(Q)mkdir -p $(@D)
+	$(Q)$(CC) $(ALL_CFLAGS) -MMD -MP $< -o $@ $(ALL_LDFLAGS) $(LIBDIR)/libcdcore.a $(LIBS)
+
+-include $(shell find $(BUILD) -name '*.d' 2>/dev/null)
+
+# --- setup -------------------------------------------------------------
+deps:
+	$(Q)sh deploy/deps.sh
+
+# Quick when everything is installed; installs (as root) what is missing.
+ensure-deps:
+	$(Q)sh deploy/deps.sh >/dev/null || { [ "$$(id -u)" = 0 ] && sh deploy/deps.sh; }
+
+# --- tests -------------------------------------------------------------
+check: ensure-deps
+	$(Q)$(MAKE) --no-print-directory all
+	$(Q)BUILD=$(BUILD) bash tests/run-tests.sh $(UNIT_BIN)
+
+# --- fuzzing (clang libFuzzer, ASan + UBSan) ---------------------------
+FUZZ_SECONDS ?= 60
+FUZZ_SRC := $(wildcard tests/fuzz/fuzz_*.c)
+FUZZ_BIN := $(patsubst tests/fuzz/%.c,build/fuzz/%,$(FUZZ_SRC))
+FUZZ_FLAGS := -std=gnu11 -g -O1 -D_GNU_SOURCE -I. -Ibuild/fuzz/gen $(PKG_CFLAGS) \
+              -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=all
+FUZZ_LIB_SRC := $(LIB_SRC) $(STORE_SRC) $(PROTO_SRC)
+
+build/fuzz/gen/%.pb-c.c build/fuzz/gen/%.pb-c.h: proto/%.proto
+	$(Q)mkdir -p build/fuzz/gen
+	$(Q)protoc-c --proto_path=proto --c_out=build/fuzz/gen $<
+
+build/fuzz/%: tests/fuzz/%.c $(FUZZ_LIB_SRC) $(patsubst proto/%.proto,build/fuzz/gen/%.pb-c.c,$(PROTOS))
+	$(call say,FUZZ,$@)
+	$(Q)mkdir -p $(@D)
+	$(Q)clang $(FUZZ_FLAGS) $< $(FUZZ_LIB_SRC) \
+	  $(patsubst proto/%.proto,build/fuzz/gen/%.pb-c.c,$(PROTOS)) -o $@ $(PKG_LIBS)
+
+fuzz: ensure-deps $(FUZZ_BIN)
+	$(Q)bash tests/fuzz/run.sh $(FUZZ_SECONDS) $(FUZZ_BIN)
+
+# --- benchmarks --------------------------------------------------------
+bench-store: ensure-deps
+	$(Q)$(MAKE) --no-print-directory $(BIN)/bench_store
+	$(Q)$(BIN)/bench_store --dir $(BUILD)/bench-store.d
+
+bench: bench-store
+
+# --- style -------------------------------------------------------------
+STYLE_SRC = $(shell git ls-files '*.c' '*.h' 2>/dev/null || find lib storage proto cluster agents tests -name '*.[ch]')
+
+format:
+	$(Q)clang-format -i $(STYLE_SRC)
+
+format-check:
+	$(Q)clang-format --dry-run --Werror $(STYLE_SRC) && echo "format-check: clean"
+
+lint: $(PB_H)
+	$(Q)clang-tidy --quiet $(filter %.c,$(STYLE_SRC)) -- -std=gnu11 -D_GNU_SOURCE -I. -I$(GEN) $(PKG_CFLAGS) 2>&1 \
+	  | { grep -v -E '^[0-9]+ warnings? generated|^Suppressed|^Use -header-filter' || true; } | tee $(BUILD)/clang-tidy.log
+	$(Q)! grep -q -E 'warning:|error:' $(BUILD)/clang-tidy.log
+	$(Q)cppcheck --quiet --error-exitcode=1 --std=c11 --enable=warning,performance,portability \
+	  --inline-suppr --suppress=missingIncludeSystem -I. -D__GNUC__ lib storage proto cluster agents tests
+	@echo "lint: clean"
+
+demo: ensure-deps
+	$(Q)$(MAKE) --no-print-directory all
+	$(Q)bash tests/demo.sh $(BUILD)
+
+clean:
+	rm -rf build

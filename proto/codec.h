@@ -1,0 +1,300 @@
+/*
+ * codec.h - clusterd's wire format: framing and messages.
+ *
+ * The only module that touches the protobuf-c code generated from
+ * proto/clusterd.proto.  Everyone else speaks struct cd_msg (a message)
+ * and struct cd_batch (a Raft entry), plain C structs defined here and in
+ * lib/ops.h.
+ *
+ * A frame is a 4-byte big-endian payload length followed by that many bytes
+ * of a packed Envelope.  The length is checked against the reader's maximum
+ * before anything is allocated.  Unknown fields are skipped (a newer peer
+ * may send more); a payload that does not parse, lacks a required field,
+ * names an unknown operation or enum value, or exceeds a bound is
+ * CD_EMALFORMED / CD_EBADOP / CD_ETOOMANY, never a crash.
+ *
+ * Threads: no shared state; any thread may call anything here.
+ *
+ * Ownership: a decoded message owns its memory; every pointer in it
+ * (cd_buf data, strings, arrays) borrows from it until codec_msg_free().
+ * For encoding, pointers in the caller's struct are borrowed for the call.
+ */
+#ifndef CD_CODEC_H
+#define CD_CODEC_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "../lib/ops.h"
+
+#define CODEC_HEADER_SIZE 4
+#define CODEC_DEFAULT_MAX_FRAME (16u << 20)
+/* Bounds on decoded content, against memory blow-up from tiny frames. */
+#define CODEC_MAX_OPS 100000u      /* ops in a Command or write */
+#define CODEC_MAX_TXN_OPS 1024u    /* compares, then or else ops of a txn */
+
+/* --- framing ----------------------------------------------------------- */
+
+/* Reassembles frames from a byte stream (e.g. libuv read callbacks). */
+struct codec_reader {
+    size_t max_frame;
+    uint8_t header[CODEC_HEADER_SIZE];
+    size_t header_have;
+    uint8_t *payload; /* owned */
+    size_t payload_len;
+    size_t payload_have;
+    int failed;
+};
+
+void codec_reader_init(struct codec_reader *r, size_t max_frame);
+/* Free the reader's buffer; NULL-safe.  The reader can be reused after
+ * codec_reader_init(). */
+void codec_reader_free(struct codec_reader *r);
+
+/*
+ * Consume bytes from data[0..len).  *consumed says how many were used.
+ * Returns 1 with *payload / *payload_len set when a whole frame is ready
+ * (borrowed from the reader until the next call; call again with the rest
+ * of the data), 0 when more bytes are needed, or CD_EFRAMETOOBIG when the
+ * announced length exceeds max_frame: the stream cannot be resynchronised,
+ * the caller replies with an error and closes, and every later call
+ * returns the same error.
+ */
+int codec_reader_feed(struct codec_reader *r, const uint8_t *data,
+                      size_t len, size_t *consumed, const uint8_t **payload,
+                      size_t *payload_len);
+
+/* Write the 4-byte big-endian header for a payload of len bytes. */
+void codec_put_header(uint8_t out[CODEC_HEADER_SIZE], uint32_t len);
+
+/* --- messages ---------------------------------------------------------- */
+
+/* The body kinds.  Values equal the Envelope's oneof field numbers. */
+enum cd_msg_type {
+    CD_MSG_NONE = 0,
+    CD_MSG_ERROR = 10,
+    CD_MSG_OK = 11,
+    CD_MSG_WRITE = 12,
+    CD_MSG_WRITE_RESP = 13,
+    CD_MSG_GET = 14,
+    CD_MSG_RANGE = 15,
+    CD_MSG_RANGE_RESP = 16,
+    CD_MSG_WATCH = 17,
+    CD_MSG_CHANGES = 18,
+    CD_MSG_STATUS = 19,
+    CD_MSG_STATUS_RESP = 20,
+    CD_MSG_MEMBERS = 21,
+    CD_MSG_MEMBERS_RESP = 22,
+    CD_MSG_MEMBER_CHANGE = 23,
+    CD_MSG_TRANSFER = 24,
+    CD_MSG_SNAPSHOT = 25,
+    CD_MSG_SNAPSHOT_CHUNK = 26,
+    CD_MSG_HELLO = 27,
+    CD_MSG_LOG_UPLOAD = 28,
+    CD_MSG_LOG_ACK = 29,
+    CD_MSG_COMMAND = 30,
+};
+
+/* "WRITE", "CHANGES", ...; "UNKNOWN" otherwise.  Static storage. */
+const char *codec_msg_type_name(enum cd_msg_type t);
+
+struct cd_kv {
+    struct cd_buf key;
+    struct cd_buf value;
+    uint64_t create_rev;
+    uint64_t mod_rev;
+    uint64_t version;
+};
+
+enum cd_event_type { CD_EVENT_PUT = 1, CD_EVENT_DELETE = 2 };
+
+struct cd_event {
+    enum cd_event_type type;
+    uint32_t sub;
+    struct cd_kv kv;
+};
+
+enum cd_member_role {
+    CD_ROLE_UNSET = 0,
+    CD_ROLE_VOTER = 1,
+    CD_ROLE_STANDBY = 2,
+    CD_ROLE_SPARE = 3,
+};
+
+struct cd_member {
+    uint64_t id;
+    const char *address; /* raft address, "a.b.c.d:port" */
+    enum cd_member_role role;
+    const char *api_address; /* NULL if absent */
+    int leader;
+    int reachable;
+};
+
+enum cd_member_action {
+    CD_MEMBER_ADD = 1,
+    CD_MEMBER_REMOVE = 2,
+    CD_MEMBER_ASSIGN = 3,
+};
+
+struct cd_log_record {
+    uint64_t seq;
+    uint64_t time_ms;
+    struct cd_buf record;
+};
+
+/*
+ * One message.  Optional strings are NULL when absent; optional numbers
+ * and flags are 0.  Only the member of u named by type is meaningful.
+ */
+struct cd_msg {
+    uint64_t request_id;
+    int has_cluster_id;
+    uint64_t cluster_id;
+    enum cd_msg_type type;
+    union {
+        struct {
+            int code; /* a negative code of lib/err.h */
+            const char *name;
+            const char *message;
+            const char *leader; /* NOT_LEADER: the leader's API address */
+        } error;
+        struct {
+            struct cd_op op; /* any op type but LOG_APPEND */
+        } write;
+        struct {
+            uint64_t revision;
+            int succeeded;
+            uint64_t deleted;
+        } write_resp;
+        struct {
+            struct cd_buf key;
+            int serializable;
+        } get;
+        struct {
+            struct cd_buf prefix;
+            struct cd_buf start;
+            uint64_t limit;
+            int serializable;
+            int keys_only;
+        } range;
+        struct {
+            const struct cd_kv *kvs;
+            size_t n_kvs;
+            int more;
+            uint64_t revision;
+            int serializable;
+        } range_resp;
+        struct {
+            uint64_t since;
+            struct cd_buf prefix;
+        } watch;
+        struct {
+            const struct cd_event *events;
+            size_t n_events;
+            uint64_t revision;
+            int compacted;
+            uint64_t compact_rev;
+        } changes;
+        struct {
+            uint64_t id;
+            uint64_t leader_id;
+            const char *leader_api;
+            uint64_t term;
+            uint64_t revision;
+            uint64_t applied_index;
+            uint64_t commit_index;
+            const char *state;
+            const char *version;
+        } status_resp;
+        struct {
+            const struct cd_member *members;
+            size_t n_members;
+        } members_resp;
+        struct {
+            enum cd_member_action action;
+            uint64_t id;
+            const char *address;
+            enum cd_member_role role;
+            const char *token;
+            const char *api_address;
+        } member_change;
+        struct {
+            uint64_t to;
+        } transfer;
+        struct {
+            uint64_t offset;
+            struct cd_buf data;
+            int last;
+            uint64_t revision;
+        } snapshot_chunk;
+        struct {
+            uint64_t cluster_id;
+            uint64_t child_id;
+            uint64_t revision;
+            const char *hostname;
+            const char *version;
+        } hello;
+        struct {
+            uint64_t child_id;
+            const struct cd_log_record *records;
+            size_t n_records;
+        } log_upload;
+        struct {
+            uint64_t committed_seq;
+        } log_ack;
+        struct cd_batch command;
+    } u;
+    void *codec__owned; /* decoded messages only: what to free */
+};
+
+/*
+ * Decode one frame payload (without its header) into *out.  On success the
+ * caller owns *out and must codec_msg_free() it.  On error *out needs no
+ * freeing.  Errors: CD_EMALFORMED (does not parse, a required field
+ * missing, no body), CD_EBADOP (unknown op type, enum value or an op not
+ * allowed where it stands), CD_ETOOMANY (past a CODEC_MAX_* bound),
+ * -ENOMEM.
+ */
+int codec_decode(const uint8_t *payload, size_t len, struct cd_msg *out);
+
+/* Free what codec_decode() allocated; NULL-safe, safe on a zeroed msg. */
+void codec_msg_free(struct cd_msg *m);
+
+/*
+ * Encode m as a whole frame (header included) into a buffer from malloc;
+ * *out / *out_len receive it and the caller frees it.  Errors: CD_EBADOP
+ * (type or content invalid), CD_EFRAMETOOBIG (payload over UINT32_MAX or
+ * max_frame when nonzero), -ENOMEM.
+ */
+int codec_encode(const struct cd_msg *m, size_t max_frame, uint8_t **out,
+                 size_t *out_len);
+
+/* Fill m as an error reply to request_id with code, its name and message
+ * from lib/err.h; strings are static.  leader may be NULL. */
+void codec_error_msg(struct cd_msg *m, uint64_t request_id, int code,
+                     const char *leader);
+
+/* --- Raft entries ------------------------------------------------------ */
+
+/*
+ * Encode a batch as a packed Command (no frame header) into memory from
+ * alloc_fn (raft_malloc for raft_apply; NULL means malloc).  cluster_id 0
+ * is left out.  Errors: CD_EBADOP, CD_ETOOMANY, -ENOMEM.
+ */
+int codec_command_encode(const struct cd_batch *b, uint64_t cluster_id,
+                         void *(*alloc_fn)(size_t), uint8_t **out,
+                         size_t *out_len);
+
+/* A decoded Command: batch borrows from owned until codec_command_free. */
+struct codec_command {
+    struct cd_batch batch;
+    uint64_t cluster_id; /* 0 when absent */
+    void *owned;
+};
+
+/* Errors as codec_decode(). */
+int codec_command_decode(const uint8_t *buf, size_t len,
+                         struct codec_command *out);
+void codec_command_free(struct codec_command *c);
+
+#endif

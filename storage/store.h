@@ -1,0 +1,255 @@
+/*
+ * store.h - clusterd's state: one LMDB environment per node.
+ *
+ * The same code and schema serve a parent (<data>/state.mdb, written by the
+ * Raft state machine) and a child (<data>/cache.mdb, a read-only replica of
+ * the parents' state).  The store knows nothing of Raft, sockets or roles.
+ *
+ * Sub-databases (see docs/storage.md for the byte layouts):
+ *   kv       key -> value, create_rev, mod_rev, version (latest state)
+ *   changes  (revision, sub) -> change: the history watches read
+ *   meta     revision, applied Raft index, cluster id, compaction revision
+ *   logs     (child id, sequence) -> log record
+ *   clients  client id -> deduplication window for retried writes
+ *
+ * Revisions: every operation of a batch that changes kv takes the next
+ * revision; all key changes of that operation (a delete-prefix, a
+ * transaction) share it and are told apart by a sub-index.  Operations that
+ * change nothing (deleting an absent key, a failed compare with no else
+ * branch) take none.
+ *
+ * Threads: a struct store may be used from several threads.  Write calls
+ * (store_apply and its wrappers, store_restore, store_set_*) are serialised
+ * by LMDB's writer lock; read views are independent (LMDB readers never
+ * block writers).  A read view must be ended on the thread that uses it, but
+ * it may be begun on one thread and used on another (MDB_NOTLS).
+ *
+ * Errors: 0, or a negative code from lib/err.h.  Every error leaves the store
+ * as it was before the call: LMDB transactions are all or nothing.
+ */
+#ifndef CD_STORE_H
+#define CD_STORE_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "../lib/ops.h"
+
+/* Maximum key length: LMDB's compiled-in key limit. */
+#define STORE_MAX_KEY 511
+/* On-disk schema version kept in meta; a store of a newer one is refused. */
+#define STORE_FORMAT 1
+
+enum store_durability {
+    /*
+     * Every commit is durable when it returns: LMDB flushes the data pages,
+     * then writes and flushes the meta page (two ordered flushes).
+     */
+    STORE_DURABLE_EACH = 0,
+    /*
+     * One flush per commit (MDB_NOMETASYNC): the data pages are flushed, the
+     * meta page is written but flushed only by the next commit or
+     * store_sync().  A power loss can undo the last commit but never
+     * corrupts the store.  Safe where a log in front of the store replays
+     * what was lost (the Raft log on parents: apply is idempotent by index),
+     * and for callers that acknowledge only after store_sync().
+     */
+    STORE_DURABLE_DEFERRED = 1,
+};
+
+struct store_config {
+    const char *path;        /* the LMDB file; "<path>-lock" is its lock */
+    size_t map_size;         /* bytes; the store can never grow past it */
+    size_t max_value;        /* largest value accepted by put */
+    unsigned max_readers;    /* concurrent read views, all processes */
+    enum store_durability durability;
+    int read_only;           /* open an existing store for reading only */
+};
+
+/* Defaults: 1 GiB map, 1 MiB values, 126 readers, STORE_DURABLE_EACH. */
+void store_config_init(struct store_config *cfg, const char *path);
+
+struct store;
+
+/*
+ * Open (and, unless read_only, create) the store at cfg->path.  cfg is
+ * copied (path included).  Errors: -ENOENT (read_only and absent),
+ * -EACCES, CD_EVERSION (written by a newer clusterd), CD_ECORRUPT,
+ * CD_EMAPFULL (map_size smaller than the existing data), CD_ECONFIG.
+ */
+int store_open(const struct store_config *cfg, struct store **out);
+
+/* Close; NULL-safe.  Every read view must have been ended. */
+void store_close(struct store *s);
+
+/*
+ * Apply a batch in one write transaction that also records raft_index as
+ * the applied index.  results (n_ops entries, caller-owned) receive each
+ * op's outcome: a failing op (bad key, value too big, a compaction of a
+ * bad revision, a duplicate request id) fails alone, with its status in
+ * results[i].status, and changes nothing; the other ops still apply.
+ *
+ * raft_index 0 means "not from the log": nothing is checked or recorded.
+ * Otherwise a raft_index at or below the applied index is skipped and the
+ * call returns -EALREADY, so replaying the log after a crash is harmless.
+ *
+ * Whole-call errors (nothing applied, index not recorded): -EALREADY,
+ * CD_EMAPFULL, -EIO, CD_ECORRUPT, -EROFS (read-only store), -EINVAL.
+ */
+int store_apply(struct store *s, const struct cd_batch *batch,
+                uint64_t raft_index, struct cd_result *results);
+
+/* One-op wrappers around store_apply(..., raft_index 0, ...); they return
+ * the op's status.  rev / n_deleted may be NULL. */
+int store_put(struct store *s, const void *key, size_t key_len,
+              const void *value, size_t value_len, uint64_t *rev);
+int store_delete(struct store *s, const void *key, size_t key_len,
+                 uint64_t *n_deleted);
+int store_delete_prefix(struct store *s, const void *prefix,
+                        size_t prefix_len, uint64_t *n_deleted);
+/* Drop the history of revisions <= rev.  CD_EBADREV if rev > revision,
+ * CD_ECOMPACTED if rev <= the compaction revision. */
+int store_compact(struct store *s, uint64_t rev);
+
+/* Flush everything committed so far to disk (for STORE_DURABLE_DEFERRED). */
+int store_sync(struct store *s);
+
+/* Node-local metadata, not replicated through batches. */
+int store_set_cluster_id(struct store *s, uint64_t cluster_id);
+/* A child records when it last heard from a parent (ms since epoch). */
+int store_set_contact(struct store *s, uint64_t contact_ms);
+
+/* --- Reading ----------------------------------------------------------- */
+
+struct store_meta {
+    uint64_t revision;      /* last revision written to kv */
+    uint64_t applied_index; /* last Raft index applied, 0 if none */
+    uint64_t cluster_id;    /* 0 until set */
+    uint64_t compact_rev;   /* history at or below this is gone */
+    uint64_t updated_ms;    /* batch time of the last applied batch */
+    uint64_t contact_ms;    /* child: last contact with a parent */
+    uint64_t format;        /* STORE_FORMAT of the writer */
+};
+
+/* A key and its value as stored.  Pointers borrow from the read view (or,
+ * in a range callback, are valid during the callback only). */
+struct store_kv {
+    const void *key;
+    size_t key_len;
+    const void *value;
+    size_t value_len;
+    uint64_t create_rev;
+    uint64_t mod_rev;
+    uint64_t version;
+};
+
+enum store_change_type { STORE_CHANGE_PUT = 1, STORE_CHANGE_DELETE = 2 };
+
+/* One key change in the history.  For a delete, kv.value is empty,
+ * kv.mod_rev is the deleting revision and kv.version is 0. */
+struct store_change {
+    uint64_t revision;
+    uint32_t sub;
+    enum store_change_type type;
+    struct store_kv kv;
+};
+
+struct store_log {
+    uint64_t child_id;
+    uint64_t seq;
+    uint64_t time_ms;
+    const void *record;
+    size_t record_len;
+};
+
+/* A consistent view of the store at one moment. */
+struct store_read;
+
+/* Errors: CD_EREADERSFULL, -ENOMEM, CD_ELMDB. */
+int store_read_begin(struct store *s, struct store_read **out);
+/* End a view; NULL-safe.  Pointers it lent become invalid. */
+void store_read_end(struct store_read *r);
+
+int store_read_meta(struct store_read *r, struct store_meta *out);
+
+/* CD_ENOTFOUND if absent; CD_EBADKEY / CD_EKEYTOOBIG for bad keys. */
+int store_read_get(struct store_read *r, const void *key, size_t key_len,
+                   struct store_kv *out);
+
+/* Return nonzero from a callback to stop the walk early (not an error). */
+typedef int (*store_kv_cb)(void *arg, const struct store_kv *kv);
+typedef int (*store_change_cb)(void *arg, const struct store_change *c);
+typedef int (*store_log_cb)(void *arg, const struct store_log *l);
+
+/*
+ * Keys starting with prefix (every key if prefix_len is 0), in byte order,
+ * beginning at start (inclusive; NULL for the first), at most limit of them
+ * (0: no limit).  *more (may be NULL) is set when keys remain after the
+ * last one delivered.
+ */
+int store_read_range(struct store_read *r, const void *prefix,
+                     size_t prefix_len, const void *start, size_t start_len,
+                     size_t limit, store_kv_cb cb, void *arg, int *more);
+
+/*
+ * The changes with revision > since, in order.  limit (0: none) counts
+ * changes but never splits a revision: the walk ends after the revision in
+ * which it was reached.  *next_since (may be NULL) receives the revision to
+ * pass next time.  CD_ECOMPACTED if since < the compaction revision (the
+ * caller needs a snapshot instead); CD_EBADREV if since > revision.
+ */
+int store_read_changes(struct store_read *r, uint64_t since, size_t limit,
+                       store_change_cb cb, void *arg, uint64_t *next_since);
+
+/* Log records of child_id from seq from_seq on, at most limit (0: none). */
+int store_read_logs(struct store_read *r, uint64_t child_id,
+                    uint64_t from_seq, size_t limit, store_log_cb cb,
+                    void *arg);
+
+/* --- Snapshots, backup and restore ------------------------------------- */
+
+struct store_snapshot_info {
+    uint64_t bytes;         /* LMDB copy size, header and trailer excluded */
+    uint32_t crc32;         /* of the LMDB copy */
+    struct store_meta meta; /* of the copied state (restore/verify only) */
+};
+
+/*
+ * Write a snapshot of the current state to fd (a file, pipe or socket):
+ * a header, a compact LMDB copy of a consistent view, and a trailer with
+ * its length and CRC-32.  The same bytes restore a parent, seed a child and
+ * serve as the backup file (docs/storage.md).  Blocks until written: call
+ * it off the event loop.  info may be NULL; its meta is left zeroed.
+ * Errors: -errno of write(2), CD_ELMDB.
+ */
+int store_snapshot(struct store *s, int fd, struct store_snapshot_info *info);
+
+/*
+ * Replace the whole state with the snapshot read from fd.  The bytes are
+ * written aside ("<path>.restore"), verified (framing, length, CRC, schema
+ * version), then copied into the store in one write transaction, so a
+ * failure at any point leaves the store exactly as it was, and readers in
+ * other processes simply see the new state on their next view.  Needs map
+ * room for both states until it commits.
+ * Errors: CD_EBADSNAP, CD_ETRUNCATED, CD_ECHECKSUM, CD_EVERSION,
+ * CD_EMAPFULL, -ENOSPC and other -errno, -EROFS.
+ */
+int store_restore(struct store *s, int fd, struct store_snapshot_info *info);
+
+/*
+ * Check a snapshot read from fd without touching any store; tmp_path is
+ * where its LMDB copy is written while checking (removed after).
+ */
+int store_snapshot_verify(int fd, const char *tmp_path,
+                          struct store_snapshot_info *info);
+
+/* --- Consistency ------------------------------------------------------- */
+
+/*
+ * Walk every record and check the invariants (records decode; revisions in
+ * range; every live key's mod_rev has its change unless compacted; meta
+ * consistent).  On CD_ECORRUPT, why (may be NULL, size why_len) says what.
+ */
+int store_check(struct store *s, char *why, size_t why_len);
+
+#endif
