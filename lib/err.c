@@ -3,6 +3,7 @@
  */
 #include "err.h"
 
+#include <errno.h>
 #include <string.h>
 
 /* Names of the errno values clusterd can return; strerror() gives messages

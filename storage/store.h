@@ -55,6 +55,11 @@ enum store_durability {
      * and for callers that acknowledge only after store_sync().
      */
     STORE_DURABLE_DEFERRED = 1,
+    /*
+     * Nothing is flushed (MDB_NOSYNC): for throwaway stores only (tests,
+     * fuzzing).  A system crash can corrupt such a store.
+     */
+    STORE_DURABLE_NONE = 2,
 };
 
 struct store_config {

@@ -1,0 +1,56 @@
+/*
+ * store_int.h - what the files of storage/ share (not part of the API).
+ */
+#ifndef CD_STORE_INT_H
+#define CD_STORE_INT_H
+
+#include <lmdb.h>
+
+#include "record.h"
+#include "store.h"
+
+enum {
+    STORE__KV,
+    STORE__CHANGES,
+    STORE__META,
+    STORE__LOGS,
+    STORE__CLIENTS,
+    STORE__NDB
+};
+
+/* Names of the meta records. */
+#define META_REVISION "revision"
+#define META_APPLIED "applied_index"
+#define META_CLUSTER "cluster_id"
+#define META_COMPACT "compact_rev"
+#define META_UPDATED "updated_ms"
+#define META_CONTACT "contact_ms"
+#define META_FORMAT "format"
+
+struct store {
+    MDB_env *env;
+    MDB_dbi dbi[STORE__NDB];
+    struct store_config cfg;
+    char *path;
+    /* Encoding buffer for apply; used only under LMDB's writer lock. */
+    uint8_t *scratch;
+    size_t scratch_len;
+};
+
+struct store_read {
+    struct store *s;
+    MDB_txn *txn;
+};
+
+/* Translate an LMDB return code into a project code. */
+int store__lmdb_err(int rc);
+int store__open_dbs(MDB_txn *txn, MDB_dbi *dbi, int create);
+int store__meta_get(MDB_txn *txn, struct store *s, const char *name,
+                    uint64_t *out);
+int store__meta_put(MDB_txn *txn, struct store *s, const char *name,
+                    uint64_t value);
+int store__meta_read(MDB_txn *txn, struct store *s, struct store_meta *m);
+int store__change_from_record(const MDB_val *k, const MDB_val *v,
+                              struct store_change *out);
+
+#endif
