@@ -18,6 +18,8 @@
 const char *cd_errname(int err)
 {
     switch (err) {
+        case 0:
+            return "OK";
 #define CD__NAME_CASE(name, off, msg) \
     case CD_E##name:                  \
         return "CD_E" #name;

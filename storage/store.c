@@ -208,9 +208,14 @@ int store_open(const struct store_config *cfg, struct store **out)
         goto err_after_txn;
     }
     if (cfg->read_only) {
-        mdb_txn_abort(txn);
         if (format == 0) {
             rc = CD_ECORRUPT;
+            goto err_after_txn;
+        }
+        /* Commit, not abort: LMDB closes the handles of sub-databases
+         * opened in a transaction that is aborted, read-only or not. */
+        if ((rc = mdb_txn_commit(txn)) != 0) {
+            rc = store__lmdb_err(rc);
             goto err_after_env;
         }
     } else {
@@ -484,8 +489,12 @@ static int do_delete_prefix(struct apply_ctx *c, struct cd_buf prefix,
             break;
         }
         (*n)++;
-        /* After a delete the cursor already stands on the next key. */
-        rc = mdb_cursor_get(cur, &k, &v, MDB_GET_CURRENT);
+        /* Seek again rather than trust the cursor's position after a
+         * delete (LMDB answers EINVAL when it deleted the last record). */
+        k.mv_data = (void *)(uintptr_t)prefix.data;
+        k.mv_size = prefix.len;
+        rc = prefix.len > 0 ? mdb_cursor_get(cur, &k, &v, MDB_SET_RANGE)
+                            : mdb_cursor_get(cur, &k, &v, MDB_FIRST);
     }
     mdb_cursor_close(cur);
     if (rc != 0 && rc != MDB_NOTFOUND) {
@@ -694,7 +703,7 @@ static int do_compact(struct apply_ctx *c, uint64_t rev)
         if ((rc = mdb_cursor_del(cur, 0)) != 0) {
             break;
         }
-        rc = mdb_cursor_get(cur, &k, &v, MDB_GET_CURRENT);
+        rc = mdb_cursor_get(cur, &k, &v, MDB_FIRST);
     }
     mdb_cursor_close(cur);
     if (rc != 0 && rc != MDB_NOTFOUND) {
