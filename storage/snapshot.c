@@ -364,6 +364,55 @@ static int copy_db(MDB_txn *src_txn, MDB_dbi src, MDB_txn *dst_txn,
     return rc == MDB_NOTFOUND ? 0 : store__lmdb_err(rc);
 }
 
+static int is_meta(const MDB_val *k)
+{
+    size_t n = sizeof META_PREFIX - 1;
+    return k->mv_size > n && memcmp(k->mv_data, META_PREFIX, n) == 0;
+}
+
+/*
+ * The meta records share the main database with the sub-database names,
+ * which must stay: replace only the "meta/" records.
+ */
+static int copy_meta(MDB_txn *src_txn, MDB_dbi src, MDB_txn *dst_txn,
+                     MDB_dbi dst)
+{
+    MDB_cursor *cur;
+    MDB_val k, v;
+    MDB_val prefix = {sizeof META_PREFIX - 1, (void *)(uintptr_t)META_PREFIX};
+    int rc;
+
+    if ((rc = mdb_cursor_open(dst_txn, dst, &cur)) != 0) {
+        return store__lmdb_err(rc);
+    }
+    k = prefix;
+    rc = mdb_cursor_get(cur, &k, &v, MDB_SET_RANGE);
+    while (rc == 0 && is_meta(&k)) {
+        if ((rc = mdb_cursor_del(cur, 0)) != 0) {
+            break;
+        }
+        k = prefix;
+        rc = mdb_cursor_get(cur, &k, &v, MDB_SET_RANGE);
+    }
+    mdb_cursor_close(cur);
+    if (rc != 0 && rc != MDB_NOTFOUND) {
+        return store__lmdb_err(rc);
+    }
+    if ((rc = mdb_cursor_open(src_txn, src, &cur)) != 0) {
+        return store__lmdb_err(rc);
+    }
+    k = prefix;
+    rc = mdb_cursor_get(cur, &k, &v, MDB_SET_RANGE);
+    while (rc == 0 && is_meta(&k)) {
+        if ((rc = mdb_put(dst_txn, dst, &k, &v, 0)) != 0) {
+            break;
+        }
+        rc = mdb_cursor_get(cur, &k, &v, MDB_NEXT);
+    }
+    mdb_cursor_close(cur);
+    return rc == MDB_NOTFOUND || rc == 0 ? 0 : store__lmdb_err(rc);
+}
+
 int store_restore(struct store *s, int fd, struct store_snapshot_info *info)
 {
     struct store_snapshot_info tmp;
@@ -398,7 +447,11 @@ int store_restore(struct store *s, int fd, struct store_snapshot_info *info)
         goto out;
     }
     for (int i = 0; i < STORE__NDB && rc == 0; i++) {
-        rc = copy_db(e.txn, e.view.dbi[i], txn, s->dbi[i]);
+        if (i == STORE__META) {
+            rc = copy_meta(e.txn, e.view.dbi[i], txn, s->dbi[i]);
+        } else {
+            rc = copy_db(e.txn, e.view.dbi[i], txn, s->dbi[i]);
+        }
     }
     if (rc == 0) {
         rc = store__lmdb_err(mdb_txn_commit(txn));

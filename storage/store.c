@@ -20,7 +20,8 @@
 
 #include "../lib/err.h"
 
-static const char *const db_names[STORE__NDB] = {"kv", "changes", "meta",
+/* NULL: the meta records are in the main database (store_int.h). */
+static const char *const db_names[STORE__NDB] = {"kv", "changes", NULL,
                                                  "logs", "clients"};
 
 int store__lmdb_err(int rc)
@@ -118,7 +119,8 @@ int store__meta_read(MDB_txn *txn, struct store *s, struct store_meta *m)
 int store__open_dbs(MDB_txn *txn, MDB_dbi *dbi, int create)
 {
     for (int i = 0; i < STORE__NDB; i++) {
-        int rc = mdb_dbi_open(txn, db_names[i], create ? MDB_CREATE : 0,
+        int rc = mdb_dbi_open(txn, db_names[i],
+                              create && db_names[i] != NULL ? MDB_CREATE : 0,
                               &dbi[i]);
         if (rc == MDB_NOTFOUND) {
             return CD_ECORRUPT; /* not a clusterd store */

@@ -810,7 +810,7 @@ static void test_check_detects_corruption(void **state)
 
     /* A newer format is refused at open. */
     uint8_t fmt[8] = {99};
-    raw_put(f->path, "meta", S("format"), fmt, 8);
+    raw_put(f->path, NULL, S("meta/format"), fmt, 8);
     struct store_config cfg;
     struct store *s2;
     store_config_init(&cfg, f->path);
