@@ -12,6 +12,10 @@
 #   V=1                   show the commands
 
 SHELL := /bin/bash
+# CI (which sets CI=true) builds with warnings as errors.
+ifeq ($(CI),true)
+WERROR ?= 1
+endif
 CC ?= cc
 ifeq ($(origin CC),default)
 CC := gcc
@@ -71,8 +75,10 @@ BENCH_BIN := $(patsubst tests/bench/%.c,$(BIN)/%,$(BENCH_SRC))
         format-check lint demo clean raft-version
 .DEFAULT_GOAL := all
 
+PROGRAMS := $(BIN)/clusterd-store $(BIN)/clusterd-read
+
 all: raft-version $(LIBDIR)/libcdcore.a $(LIBDIR)/libclusterd.a \
-     $(LIBDIR)/libclusterd.so $(UNIT_BIN) $(TOOL_BIN) $(BENCH_BIN)
+     $(LIBDIR)/libclusterd.so $(PROGRAMS) $(UNIT_BIN) $(TOOL_BIN) $(BENCH_BIN)
 
 # Fail early and clearly when Debian's own libraft 0.15 is what would link.
 raft-version: $(BUILD)/raft-version.ok
@@ -115,6 +121,19 @@ $(LIBDIR)/libclusterd.so: $(CLIENT_OBJ)
 	$(Q)$(CC) -shared -Wl,-soname,libclusterd.so.1 \
 	  -Wl,--version-script=storage/libclusterd.map $(ALL_LDFLAGS) \
 	  $^ -o $@ $$(pkg-config --libs lmdb zlib) -lpthread
+
+$(BIN)/clusterd-store: cluster/store_tool.c $(LIBDIR)/libcdcore.a
+	$(call say,CCLD,$@)
+	$(Q)mkdir -p $(@D)
+	$(Q)$(CC) $(ALL_CFLAGS) -MMD -MP $< -o $@ $(ALL_LDFLAGS) $(LIBDIR)/libcdcore.a $(LIBS)
+
+# The example reader uses only the public header and the shared library.
+$(BIN)/clusterd-read: storage/examples/clusterd_read.c $(LIBDIR)/libclusterd.so
+	$(call say,CCLD,$@)
+	$(Q)mkdir -p $(@D)
+	$(Q)ln -sf libclusterd.so $(LIBDIR)/libclusterd.so.1
+	$(Q)$(CC) $(ALL_CFLAGS) -Istorage $< -o $@ $(ALL_LDFLAGS) -L$(LIBDIR) \
+	  -Wl,-rpath,'$$ORIGIN/../lib' -lclusterd
 
 $(TESTBIN)/%: tests/unit/%.c $(LIBDIR)/libcdcore.a
 	$(call say,CCLD,$@)

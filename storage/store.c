@@ -17,6 +17,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <time.h>
 
 #include "../lib/err.h"
 
@@ -986,10 +987,19 @@ int store_apply(struct store *s, const struct cd_batch *batch,
     return rc;
 }
 
+/* The one-op wrappers are local writes, never replicated, so they may
+ * stamp the batch with this node's clock. */
+static uint64_t wall_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
+}
+
 static int apply_one(struct store *s, const struct cd_op *op,
                      struct cd_result *res)
 {
-    struct cd_batch b = {.time_ms = 0, .ops = op, .n_ops = 1};
+    struct cd_batch b = {.time_ms = wall_ms(), .ops = op, .n_ops = 1};
     int rc = store_apply(s, &b, 0, res);
     return rc != 0 ? rc : res->status;
 }

@@ -104,8 +104,10 @@ void store_close(struct store *s);
 int store_apply(struct store *s, const struct cd_batch *batch,
                 uint64_t raft_index, struct cd_result *results);
 
-/* One-op wrappers around store_apply(..., raft_index 0, ...); they return
- * the op's status.  rev / n_deleted may be NULL. */
+/* One-op wrappers around store_apply(..., raft_index 0, ...) for local
+ * writes (tools, tests, a child's own records): the batch time is this
+ * node's wall clock.  They return the op's status.  rev / n_deleted may be
+ * NULL. */
 int store_put(struct store *s, const void *key, size_t key_len,
               const void *value, size_t value_len, uint64_t *rev);
 int store_delete(struct store *s, const void *key, size_t key_len,
