@@ -66,6 +66,7 @@ CLIENT_OBJ := $(patsubst %.c,$(OBJ)/%.o,$(LIB_SRC) $(STORE_SRC))
 
 UNIT_SRC := $(wildcard tests/unit/test_*.c)
 UNIT_BIN := $(patsubst tests/unit/%.c,$(TESTBIN)/%,$(UNIT_SRC))
+UNIT_SCRIPTS := $(wildcard tests/unit/test_*.sh)
 TOOL_SRC := $(wildcard tests/tools/*.c)
 TOOL_BIN := $(patsubst tests/tools/%.c,$(TESTBIN)/%,$(TOOL_SRC))
 BENCH_SRC := $(wildcard tests/bench/*.c)
@@ -163,7 +164,7 @@ ensure-deps:
 # --- tests -------------------------------------------------------------
 check: ensure-deps
 	$(Q)$(MAKE) --no-print-directory all
-	$(Q)BUILD=$(BUILD) bash tests/run-tests.sh $(UNIT_BIN)
+	$(Q)BUILD=$(BUILD) bash tests/run-tests.sh $(UNIT_BIN) $(UNIT_SCRIPTS)
 
 # --- fuzzing (clang libFuzzer, ASan + UBSan) ---------------------------
 FUZZ_SECONDS ?= 60
