@@ -46,6 +46,7 @@ struct codec_reader {
     int failed;
 };
 
+/* max_frame 0 means CODEC_DEFAULT_MAX_FRAME. */
 void codec_reader_init(struct codec_reader *r, size_t max_frame);
 /* Free the reader's buffer; NULL-safe.  The reader can be reused after
  * codec_reader_init(). */
@@ -58,7 +59,8 @@ void codec_reader_free(struct codec_reader *r);
  * of the data), 0 when more bytes are needed, or CD_EFRAMETOOBIG when the
  * announced length exceeds max_frame: the stream cannot be resynchronised,
  * the caller replies with an error and closes, and every later call
- * returns the same error.
+ * returns the same error.  -ENOMEM when the frame's buffer cannot be
+ * allocated; nothing was consumed and the call may be repeated.
  */
 int codec_reader_feed(struct codec_reader *r, const uint8_t *data,
                       size_t len, size_t *consumed, const uint8_t **payload,
@@ -252,8 +254,8 @@ struct cd_msg {
  * caller owns *out and must codec_msg_free() it.  On error *out needs no
  * freeing.  Errors: CD_EMALFORMED (does not parse, a required field
  * missing, no body), CD_EBADOP (unknown op type, enum value or an op not
- * allowed where it stands), CD_ETOOMANY (past a CODEC_MAX_* bound),
- * -ENOMEM.
+ * allowed where it stands), CD_ETOOMANY (past a CODEC_MAX_* bound, or a
+ * payload that would unpack to over 128 times its size), -ENOMEM.
  */
 int codec_decode(const uint8_t *payload, size_t len, struct cd_msg *out);
 
@@ -263,8 +265,9 @@ void codec_msg_free(struct cd_msg *m);
 /*
  * Encode m as a whole frame (header included) into a buffer from malloc;
  * *out / *out_len receive it and the caller frees it.  Errors: CD_EBADOP
- * (type or content invalid), CD_EFRAMETOOBIG (payload over UINT32_MAX or
- * max_frame when nonzero), -ENOMEM.
+ * (type or content invalid), CD_ETOOMANY (past a CODEC_MAX_* bound),
+ * CD_EFRAMETOOBIG (payload over UINT32_MAX or max_frame when nonzero),
+ * -ENOMEM.
  */
 int codec_encode(const struct cd_msg *m, size_t max_frame, uint8_t **out,
                  size_t *out_len);
@@ -279,7 +282,9 @@ void codec_error_msg(struct cd_msg *m, uint64_t request_id, int code,
 /*
  * Encode a batch as a packed Command (no frame header) into memory from
  * alloc_fn (raft_malloc for raft_apply; NULL means malloc).  cluster_id 0
- * is left out.  Errors: CD_EBADOP, CD_ETOOMANY, -ENOMEM.
+ * is left out.  Errors: CD_EBADOP, CD_ETOOMANY, CD_EFRAMETOOBIG (a buffer
+ * or the whole Command over UINT32_MAX, which protobuf cannot frame),
+ * -ENOMEM.
  */
 int codec_command_encode(const struct cd_batch *b, uint64_t cluster_id,
                          void *(*alloc_fn)(size_t), uint8_t **out,

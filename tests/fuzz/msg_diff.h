@@ -1,0 +1,390 @@
+/*
+ * msg_diff.h - deep comparison of codec messages, for tests and fuzzers.
+ *
+ * Shared by tests/unit/test_codec.c and tests/fuzz/fuzz_frame.c so that the
+ * unit tests and the fuzzer hold the codec to the same idea of "equal".
+ * Each function returns NULL when its two arguments are equal, or a
+ * description of the first difference ("u.changes.events[2].kv.value"), so
+ * that a failing test can say where it failed.  The description lives in a
+ * static buffer: it is valid until the next call, and not thread-safe.
+ *
+ * Equal means: same type and scalars, byte-equal buffers (a NULL and an
+ * empty buffer are equal), equal strings (NULL equals only NULL), and
+ * flags equal as truth values, since the codec carries them as booleans.
+ */
+#ifndef CD_TESTS_MSG_DIFF_H
+#define CD_TESTS_MSG_DIFF_H
+
+#include <stdbool.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "proto/codec.h"
+
+static char msg_diff_where[256];
+
+static inline const char* msg_diff_at(const char* prefix,
+                                      const char* field,
+                                      size_t index)
+{
+    if (index == (size_t)-1) {
+        snprintf(msg_diff_where, sizeof(msg_diff_where), "%s%s", prefix, field);
+    } else {
+        snprintf(msg_diff_where, sizeof(msg_diff_where), "%s[%zu]%s", prefix,
+                 index, field);
+    }
+    return msg_diff_where;
+}
+
+static inline bool msg_diff_buf_eq(struct cd_buf a, struct cd_buf b)
+{
+    return a.len == b.len && (a.len == 0 || memcmp(a.data, b.data, a.len) == 0);
+}
+
+static inline bool msg_diff_str_eq(const char* a, const char* b)
+{
+    if (a == NULL || b == NULL) {
+        return a == b;
+    }
+    return strcmp(a, b) == 0;
+}
+
+static inline bool msg_diff_flag_eq(int a, int b)
+{
+    return !a == !b;
+}
+
+/* Compare two ops; name is the path of the op for the report. */
+static inline const char* op_diff(const char* name,
+                                  const struct cd_op* a,
+                                  const struct cd_op* b)
+{
+    char path[128];
+    size_t i;
+
+    if (a->type != b->type) {
+        return msg_diff_at(name, ".type", (size_t)-1);
+    }
+    if (a->client_id != b->client_id) {
+        return msg_diff_at(name, ".client_id", (size_t)-1);
+    }
+    if (a->seq != b->seq) {
+        return msg_diff_at(name, ".seq", (size_t)-1);
+    }
+    if (!msg_diff_buf_eq(a->key, b->key)) {
+        return msg_diff_at(name, ".key", (size_t)-1);
+    }
+    if (!msg_diff_buf_eq(a->value, b->value)) {
+        return msg_diff_at(name, ".value", (size_t)-1);
+    }
+    if (a->revision != b->revision) {
+        return msg_diff_at(name, ".revision", (size_t)-1);
+    }
+    if (a->child_id != b->child_id) {
+        return msg_diff_at(name, ".child_id", (size_t)-1);
+    }
+    if (a->log_seq != b->log_seq) {
+        return msg_diff_at(name, ".log_seq", (size_t)-1);
+    }
+    if (a->log_time_ms != b->log_time_ms) {
+        return msg_diff_at(name, ".log_time_ms", (size_t)-1);
+    }
+    if (a->n_compares != b->n_compares) {
+        return msg_diff_at(name, ".n_compares", (size_t)-1);
+    }
+    for (i = 0; i < a->n_compares; i++) {
+        const struct cd_compare* x = &a->compares[i];
+        const struct cd_compare* y = &b->compares[i];
+
+        snprintf(path, sizeof(path), "%s.compares", name);
+        if (!msg_diff_buf_eq(x->key, y->key)) {
+            return msg_diff_at(path, ".key", i);
+        }
+        if (x->target != y->target) {
+            return msg_diff_at(path, ".target", i);
+        }
+        if (x->result != y->result) {
+            return msg_diff_at(path, ".result", i);
+        }
+        if (!msg_diff_buf_eq(x->value, y->value)) {
+            return msg_diff_at(path, ".value", i);
+        }
+        if (x->number != y->number) {
+            return msg_diff_at(path, ".number", i);
+        }
+    }
+    if (a->n_then != b->n_then) {
+        return msg_diff_at(name, ".n_then", (size_t)-1);
+    }
+    for (i = 0; i < a->n_then; i++) {
+        const char* d;
+
+        snprintf(path, sizeof(path), "%s.then_ops[%zu]", name, i);
+        d = op_diff(path, &a->then_ops[i], &b->then_ops[i]);
+        if (d != NULL) {
+            return d;
+        }
+    }
+    if (a->n_else != b->n_else) {
+        return msg_diff_at(name, ".n_else", (size_t)-1);
+    }
+    for (i = 0; i < a->n_else; i++) {
+        const char* d;
+
+        snprintf(path, sizeof(path), "%s.else_ops[%zu]", name, i);
+        d = op_diff(path, &a->else_ops[i], &b->else_ops[i]);
+        if (d != NULL) {
+            return d;
+        }
+    }
+    return NULL;
+}
+
+static inline const char* batch_diff(const char* name,
+                                     const struct cd_batch* a,
+                                     const struct cd_batch* b)
+{
+    char path[128];
+    size_t i;
+
+    if (a->time_ms != b->time_ms) {
+        return msg_diff_at(name, ".time_ms", (size_t)-1);
+    }
+    if (a->n_ops != b->n_ops) {
+        return msg_diff_at(name, ".n_ops", (size_t)-1);
+    }
+    for (i = 0; i < a->n_ops; i++) {
+        const char* d;
+
+        snprintf(path, sizeof(path), "%s.ops[%zu]", name, i);
+        d = op_diff(path, &a->ops[i], &b->ops[i]);
+        if (d != NULL) {
+            return d;
+        }
+    }
+    return NULL;
+}
+
+static inline const char* kv_diff(const char* name,
+                                  size_t i,
+                                  const struct cd_kv* a,
+                                  const struct cd_kv* b)
+{
+    if (!msg_diff_buf_eq(a->key, b->key)) {
+        return msg_diff_at(name, ".key", i);
+    }
+    if (!msg_diff_buf_eq(a->value, b->value)) {
+        return msg_diff_at(name, ".value", i);
+    }
+    if (a->create_rev != b->create_rev) {
+        return msg_diff_at(name, ".create_rev", i);
+    }
+    if (a->mod_rev != b->mod_rev) {
+        return msg_diff_at(name, ".mod_rev", i);
+    }
+    if (a->version != b->version) {
+        return msg_diff_at(name, ".version", i);
+    }
+    return NULL;
+}
+
+#define MSG_DIFF_NUM(field)                           \
+    if (a->u.field != b->u.field) {                   \
+        return msg_diff_at("u.", #field, (size_t)-1); \
+    }
+#define MSG_DIFF_FLAG(field)                          \
+    if (!msg_diff_flag_eq(a->u.field, b->u.field)) {  \
+        return msg_diff_at("u.", #field, (size_t)-1); \
+    }
+#define MSG_DIFF_BUF(field)                           \
+    if (!msg_diff_buf_eq(a->u.field, b->u.field)) {   \
+        return msg_diff_at("u.", #field, (size_t)-1); \
+    }
+#define MSG_DIFF_STR(field)                           \
+    if (!msg_diff_str_eq(a->u.field, b->u.field)) {   \
+        return msg_diff_at("u.", #field, (size_t)-1); \
+    }
+
+static inline const char* msg_diff(const struct cd_msg* a,
+                                   const struct cd_msg* b)
+{
+    size_t i;
+    const char* d;
+
+    if (a->type != b->type) {
+        return "type";
+    }
+    if (a->request_id != b->request_id) {
+        return "request_id";
+    }
+    if (!msg_diff_flag_eq(a->has_cluster_id, b->has_cluster_id)) {
+        return "has_cluster_id";
+    }
+    if (a->has_cluster_id && a->cluster_id != b->cluster_id) {
+        return "cluster_id";
+    }
+    switch (a->type) {
+        case CD_MSG_ERROR:
+            MSG_DIFF_NUM(error.code);
+            MSG_DIFF_STR(error.name);
+            MSG_DIFF_STR(error.message);
+            MSG_DIFF_STR(error.leader);
+            break;
+        case CD_MSG_WRITE:
+            return op_diff("u.write.op", &a->u.write.op, &b->u.write.op);
+        case CD_MSG_WRITE_RESP:
+            MSG_DIFF_NUM(write_resp.revision);
+            MSG_DIFF_FLAG(write_resp.succeeded);
+            MSG_DIFF_NUM(write_resp.deleted);
+            break;
+        case CD_MSG_GET:
+            MSG_DIFF_BUF(get.key);
+            MSG_DIFF_FLAG(get.serializable);
+            break;
+        case CD_MSG_RANGE:
+            MSG_DIFF_BUF(range.prefix);
+            MSG_DIFF_BUF(range.start);
+            MSG_DIFF_NUM(range.limit);
+            MSG_DIFF_FLAG(range.serializable);
+            MSG_DIFF_FLAG(range.keys_only);
+            break;
+        case CD_MSG_RANGE_RESP:
+            MSG_DIFF_NUM(range_resp.n_kvs);
+            for (i = 0; i < a->u.range_resp.n_kvs; i++) {
+                d = kv_diff("u.range_resp.kvs", i, &a->u.range_resp.kvs[i],
+                            &b->u.range_resp.kvs[i]);
+                if (d != NULL) {
+                    return d;
+                }
+            }
+            MSG_DIFF_FLAG(range_resp.more);
+            MSG_DIFF_NUM(range_resp.revision);
+            MSG_DIFF_FLAG(range_resp.serializable);
+            break;
+        case CD_MSG_WATCH:
+            MSG_DIFF_NUM(watch.since);
+            MSG_DIFF_BUF(watch.prefix);
+            break;
+        case CD_MSG_CHANGES:
+            MSG_DIFF_NUM(changes.n_events);
+            for (i = 0; i < a->u.changes.n_events; i++) {
+                const struct cd_event* x = &a->u.changes.events[i];
+                const struct cd_event* y = &b->u.changes.events[i];
+
+                if (x->type != y->type) {
+                    return msg_diff_at("u.changes.events", ".type", i);
+                }
+                if (x->sub != y->sub) {
+                    return msg_diff_at("u.changes.events", ".sub", i);
+                }
+                d = kv_diff("u.changes.events.kv", i, &x->kv, &y->kv);
+                if (d != NULL) {
+                    return d;
+                }
+            }
+            MSG_DIFF_NUM(changes.revision);
+            MSG_DIFF_FLAG(changes.compacted);
+            MSG_DIFF_NUM(changes.compact_rev);
+            break;
+        case CD_MSG_STATUS_RESP:
+            MSG_DIFF_NUM(status_resp.id);
+            MSG_DIFF_NUM(status_resp.leader_id);
+            MSG_DIFF_STR(status_resp.leader_api);
+            MSG_DIFF_NUM(status_resp.term);
+            MSG_DIFF_NUM(status_resp.revision);
+            MSG_DIFF_NUM(status_resp.applied_index);
+            MSG_DIFF_NUM(status_resp.commit_index);
+            MSG_DIFF_STR(status_resp.state);
+            MSG_DIFF_STR(status_resp.version);
+            break;
+        case CD_MSG_MEMBERS_RESP:
+            MSG_DIFF_NUM(members_resp.n_members);
+            for (i = 0; i < a->u.members_resp.n_members; i++) {
+                const struct cd_member* x = &a->u.members_resp.members[i];
+                const struct cd_member* y = &b->u.members_resp.members[i];
+
+                if (x->id != y->id) {
+                    return msg_diff_at("u.members_resp.members", ".id", i);
+                }
+                if (!msg_diff_str_eq(x->address, y->address)) {
+                    return msg_diff_at("u.members_resp.members", ".address", i);
+                }
+                if (x->role != y->role) {
+                    return msg_diff_at("u.members_resp.members", ".role", i);
+                }
+                if (!msg_diff_str_eq(x->api_address, y->api_address)) {
+                    return msg_diff_at("u.members_resp.members", ".api_address",
+                                       i);
+                }
+                if (!msg_diff_flag_eq(x->leader, y->leader)) {
+                    return msg_diff_at("u.members_resp.members", ".leader", i);
+                }
+                if (!msg_diff_flag_eq(x->reachable, y->reachable)) {
+                    return msg_diff_at("u.members_resp.members", ".reachable",
+                                       i);
+                }
+            }
+            break;
+        case CD_MSG_MEMBER_CHANGE:
+            MSG_DIFF_NUM(member_change.action);
+            MSG_DIFF_NUM(member_change.id);
+            MSG_DIFF_STR(member_change.address);
+            MSG_DIFF_NUM(member_change.role);
+            MSG_DIFF_STR(member_change.token);
+            MSG_DIFF_STR(member_change.api_address);
+            break;
+        case CD_MSG_TRANSFER:
+            MSG_DIFF_NUM(transfer.to);
+            break;
+        case CD_MSG_SNAPSHOT_CHUNK:
+            MSG_DIFF_NUM(snapshot_chunk.offset);
+            MSG_DIFF_BUF(snapshot_chunk.data);
+            MSG_DIFF_FLAG(snapshot_chunk.last);
+            MSG_DIFF_NUM(snapshot_chunk.revision);
+            break;
+        case CD_MSG_HELLO:
+            MSG_DIFF_NUM(hello.cluster_id);
+            MSG_DIFF_NUM(hello.child_id);
+            MSG_DIFF_NUM(hello.revision);
+            MSG_DIFF_STR(hello.hostname);
+            MSG_DIFF_STR(hello.version);
+            break;
+        case CD_MSG_LOG_UPLOAD:
+            MSG_DIFF_NUM(log_upload.child_id);
+            MSG_DIFF_NUM(log_upload.n_records);
+            for (i = 0; i < a->u.log_upload.n_records; i++) {
+                const struct cd_log_record* x = &a->u.log_upload.records[i];
+                const struct cd_log_record* y = &b->u.log_upload.records[i];
+
+                if (x->seq != y->seq) {
+                    return msg_diff_at("u.log_upload.records", ".seq", i);
+                }
+                if (x->time_ms != y->time_ms) {
+                    return msg_diff_at("u.log_upload.records", ".time_ms", i);
+                }
+                if (!msg_diff_buf_eq(x->record, y->record)) {
+                    return msg_diff_at("u.log_upload.records", ".record", i);
+                }
+            }
+            break;
+        case CD_MSG_LOG_ACK:
+            MSG_DIFF_NUM(log_ack.committed_seq);
+            break;
+        case CD_MSG_COMMAND:
+            return batch_diff("u.command", &a->u.command, &b->u.command);
+        case CD_MSG_OK:
+        case CD_MSG_STATUS:
+        case CD_MSG_MEMBERS:
+        case CD_MSG_SNAPSHOT:
+        case CD_MSG_NONE:
+            break;
+    }
+    return NULL;
+}
+
+#undef MSG_DIFF_NUM
+#undef MSG_DIFF_FLAG
+#undef MSG_DIFF_BUF
+#undef MSG_DIFF_STR
+
+#endif
