@@ -465,6 +465,14 @@ static int do_delete(struct apply_ctx *c, struct cd_buf key, uint64_t *n)
     return 0;
 }
 
+/* Does key k start with prefix?  The empty prefix (data may be NULL)
+ * matches everything; memcmp must not see a NULL pointer even for 0. */
+static int has_prefix(const MDB_val *k, const void *prefix, size_t len)
+{
+    return len == 0 ||
+           (k->mv_size >= len && memcmp(k->mv_data, prefix, len) == 0);
+}
+
 static int do_delete_prefix(struct apply_ctx *c, struct cd_buf prefix,
                             uint64_t *n)
 {
@@ -478,8 +486,7 @@ static int do_delete_prefix(struct apply_ctx *c, struct cd_buf prefix,
     rc = prefix.len > 0 ? mdb_cursor_get(cur, &k, &v, MDB_SET_RANGE)
                         : mdb_cursor_get(cur, &k, &v, MDB_FIRST);
     while (rc == 0) {
-        if (k.mv_size < prefix.len ||
-            memcmp(k.mv_data, prefix.data, prefix.len) != 0) {
+        if (!has_prefix(&k, prefix.data, prefix.len)) {
             break;
         }
         struct record_kv old;
@@ -1155,8 +1162,7 @@ int store_read_range(struct store_read *r, const void *prefix,
         rc = mdb_cursor_get(cur, &k, &v, MDB_FIRST);
     }
     while (rc == 0) {
-        if (k.mv_size < prefix_len ||
-            (prefix_len > 0 && memcmp(k.mv_data, prefix, prefix_len) != 0)) {
+        if (!has_prefix(&k, prefix, prefix_len)) {
             break;
         }
         if (limit > 0 && n == limit) {
