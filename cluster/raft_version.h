@@ -14,7 +14,8 @@
 #include <raft.h>
 
 #if !defined(RAFT_VERSION_NUMBER) || RAFT_VERSION_NUMBER < 2201
-#error "libraft >= 0.22.1 is required (Debian 12's 0.15.0 is not safe): run 'make deps'"
+#error \
+    "libraft >= 0.22.1 is required (Debian 12's 0.15.0 is not safe): run 'make deps'"
 #endif
 
 #endif

@@ -46,8 +46,8 @@ static int report(const char *what, int rc)
         return 3;
     }
     if (rc != 0) {
-        fprintf(stderr, "clusterd-store: %s: %s (%s)\n", what,
-                cd_strerror(rc), cd_errname(rc));
+        fprintf(stderr, "clusterd-store: %s: %s (%s)\n", what, cd_strerror(rc),
+                cd_errname(rc));
         return 1;
     }
     return 0;
@@ -64,8 +64,8 @@ static int cmd_put(int argc, char **argv)
     if (open_store(0, &s) != 0) {
         return 1;
     }
-    int rc = store_put(s, argv[1], strlen(argv[1]), argv[2], strlen(argv[2]),
-                       &rev);
+    int rc =
+        store_put(s, argv[1], strlen(argv[1]), argv[2], strlen(argv[2]), &rev);
     if (rc == 0) {
         printf("revision %" PRIu64 "\n", rev);
     }
@@ -123,8 +123,8 @@ static int cmd_get(int argc, char **argv)
 static int print_kv(void *arg, const struct store_kv *kv)
 {
     (void)arg;
-    printf("%.*s = %.*s  (create %" PRIu64 ", mod %" PRIu64
-           ", version %" PRIu64 ")\n",
+    printf("%.*s = %.*s  (create %" PRIu64 ", mod %" PRIu64 ", version %" PRIu64
+           ")\n",
            (int)kv->key_len, (const char *)kv->key, (int)kv->value_len,
            (const char *)kv->value, kv->create_rev, kv->mod_rev, kv->version);
     return 0;
@@ -302,8 +302,8 @@ static int cmd_snapshot(int argc, char **argv)
         close(fd);
     }
     if (rc == 0) {
-        fprintf(stderr, "snapshot: %" PRIu64 " bytes, crc32 %08x\n",
-                info.bytes, info.crc32);
+        fprintf(stderr, "snapshot: %" PRIu64 " bytes, crc32 %08x\n", info.bytes,
+                info.crc32);
     }
     return report("snapshot", rc);
 }
@@ -367,7 +367,8 @@ static int cmd_restore(int argc, char **argv)
     return report("restore", rc);
 }
 
-static const struct {
+static const struct
+{
     const char *name;
     int (*fn)(int argc, char **argv);
     const char *help;
@@ -379,8 +380,9 @@ static const struct {
     {"check", cmd_check, "full consistency walk"},
     {"snapshot", cmd_snapshot, "FILE|-: write a backup"},
     {"verify", cmd_verify, "FILE|-: check a backup without restoring it"},
-    {"restore", cmd_restore, "FILE|-: replace the store's state (stopped "
-                             "node only)"},
+    {"restore", cmd_restore,
+     "FILE|-: replace the store's state (stopped "
+     "node only)"},
     {"put", cmd_put, "KEY VALUE (stopped node or scratch store only)"},
     {"del", cmd_del, "[--prefix] KEY (stopped node or scratch store only)"},
     {"compact", cmd_compact, "REVISION: drop older history (stopped node)"},
@@ -388,9 +390,10 @@ static const struct {
 
 static void usage(FILE *f)
 {
-    fprintf(f, "usage: clusterd-store [-d FILE] <command> [args]\n\n"
-               "FILE is the store (default ./state.mdb; $CLUSTERD_DB).\n\n"
-               "commands:\n");
+    fprintf(f,
+            "usage: clusterd-store [-d FILE] <command> [args]\n\n"
+            "FILE is the store (default ./state.mdb; $CLUSTERD_DB).\n\n"
+            "commands:\n");
     for (size_t i = 0; i < sizeof subcommands / sizeof subcommands[0]; i++) {
         fprintf(f, "  %-9s %s\n", subcommands[i].name, subcommands[i].help);
     }

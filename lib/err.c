@@ -8,12 +8,16 @@
 
 /* Names of the errno values clusterd can return; strerror() gives messages
  * but no portable names, and operators grep logs for names. */
-#define CD__ERRNO_NAMES(X)                                                   \
-    X(EPERM) X(ENOENT) X(EINTR) X(EIO) X(EBADF) X(EAGAIN) X(ENOMEM)          \
-    X(EACCES) X(EEXIST) X(ENOTDIR) X(EISDIR) X(EINVAL) X(EMFILE) X(ENOSPC)   \
-    X(EPIPE) X(ERANGE) X(ENAMETOOLONG) X(ENOSYS) X(EPROTO) X(EMSGSIZE)      \
-    X(ECONNREFUSED) X(ECONNRESET) X(ETIMEDOUT) X(EADDRINUSE) X(ECANCELED)   \
-    X(EOVERFLOW) X(EROFS) X(EFBIG) X(ENOTCONN) X(EHOSTUNREACH) X(EALREADY)
+/* The errno names read best as a table. */
+/* clang-format off */
+#define CD__ERRNO_NAMES(X)                                                \
+    X(EPERM) X(ENOENT) X(EINTR) X(EIO) X(EBADF) X(EAGAIN) X(ENOMEM)       \
+    X(EACCES) X(EEXIST) X(ENOTDIR) X(EISDIR) X(EINVAL) X(EMFILE)          \
+    X(ENOSPC) X(EPIPE) X(ERANGE) X(ENAMETOOLONG) X(ENOSYS) X(EPROTO)      \
+    X(EMSGSIZE) X(ECONNREFUSED) X(ECONNRESET) X(ETIMEDOUT) X(EADDRINUSE)  \
+    X(ECANCELED) X(EOVERFLOW) X(EROFS) X(EFBIG) X(ENOTCONN)               \
+    X(EHOSTUNREACH) X(EALREADY)
+/* clang-format on */
 
 const char *cd_errname(int err)
 {
@@ -23,12 +27,12 @@ const char *cd_errname(int err)
 #define CD__NAME_CASE(name, off, msg) \
     case CD_E##name:                  \
         return "CD_E" #name;
-        CD_ERRNO_MAP(CD__NAME_CASE)
+            CD_ERRNO_MAP(CD__NAME_CASE)
 #undef CD__NAME_CASE
 #define CD__ERRNO_CASE(e) \
     case -(e):            \
         return #e;
-        CD__ERRNO_NAMES(CD__ERRNO_CASE)
+            CD__ERRNO_NAMES(CD__ERRNO_CASE)
 #undef CD__ERRNO_CASE
         default:
             return "UNKNOWN";

@@ -19,36 +19,36 @@
 #define CD_ERR_BASE (-9000)
 
 /* X(NAME, offset, message) -> CD_E<NAME> = CD_ERR_BASE - offset */
-#define CD_ERRNO_MAP(X)                                                      \
-    X(CORRUPT, 1, "stored data is corrupt")                                  \
-    X(MAPFULL, 2, "store is full: map size reached")                         \
-    X(KEYTOOBIG, 3, "key exceeds the maximum key size")                      \
-    X(VALTOOBIG, 4, "value exceeds the maximum value size")                  \
-    X(BADKEY, 5, "invalid key")                                              \
-    X(BADREV, 6, "revision out of range")                                    \
-    X(COMPACTED, 7, "revision has been compacted")                           \
-    X(NOTFOUND, 8, "key not found")                                          \
-    X(FRAMETOOBIG, 9, "frame exceeds the configured maximum size")           \
-    X(MALFORMED, 10, "malformed message")                                    \
-    X(BADCLUSTER, 11, "wrong cluster id")                                    \
-    X(BADOP, 12, "unknown or invalid operation")                             \
-    X(CHECKSUM, 13, "checksum mismatch")                                     \
-    X(BADSNAP, 14, "not a clusterd snapshot, or an unsupported version")     \
-    X(READERSFULL, 15, "too many concurrent readers")                        \
-    X(VERSION, 16, "store format version not supported")                     \
-    X(DUPLICATE, 17, "request already applied")                              \
-    X(TOOOLD, 18, "request id too old to deduplicate")                       \
-    X(TOOMANY, 19, "too many operations in one request")                     \
-    X(NOTLEADER, 20, "not the leader")                                       \
-    X(TIMEOUT, 21, "timed out")                                              \
-    X(LEADERLOST, 22, "leadership lost: outcome unknown")                    \
-    X(SHUTDOWN, 23, "shutting down")                                         \
-    X(BUSY, 24, "resource busy")                                             \
-    X(RAFT, 25, "consensus library error")                                   \
-    X(LMDB, 26, "storage library error")                                     \
-    X(LOCKED, 27, "data directory is in use by another process")             \
-    X(TXNFAILED, 28, "transaction compare failed")                           \
-    X(TRUNCATED, 29, "input ended early")                                    \
+#define CD_ERRNO_MAP(X)                                                  \
+    X(CORRUPT, 1, "stored data is corrupt")                              \
+    X(MAPFULL, 2, "store is full: map size reached")                     \
+    X(KEYTOOBIG, 3, "key exceeds the maximum key size")                  \
+    X(VALTOOBIG, 4, "value exceeds the maximum value size")              \
+    X(BADKEY, 5, "invalid key")                                          \
+    X(BADREV, 6, "revision out of range")                                \
+    X(COMPACTED, 7, "revision has been compacted")                       \
+    X(NOTFOUND, 8, "key not found")                                      \
+    X(FRAMETOOBIG, 9, "frame exceeds the configured maximum size")       \
+    X(MALFORMED, 10, "malformed message")                                \
+    X(BADCLUSTER, 11, "wrong cluster id")                                \
+    X(BADOP, 12, "unknown or invalid operation")                         \
+    X(CHECKSUM, 13, "checksum mismatch")                                 \
+    X(BADSNAP, 14, "not a clusterd snapshot, or an unsupported version") \
+    X(READERSFULL, 15, "too many concurrent readers")                    \
+    X(VERSION, 16, "store format version not supported")                 \
+    X(DUPLICATE, 17, "request already applied")                          \
+    X(TOOOLD, 18, "request id too old to deduplicate")                   \
+    X(TOOMANY, 19, "too many operations in one request")                 \
+    X(NOTLEADER, 20, "not the leader")                                   \
+    X(TIMEOUT, 21, "timed out")                                          \
+    X(LEADERLOST, 22, "leadership lost: outcome unknown")                \
+    X(SHUTDOWN, 23, "shutting down")                                     \
+    X(BUSY, 24, "resource busy")                                         \
+    X(RAFT, 25, "consensus library error")                               \
+    X(LMDB, 26, "storage library error")                                 \
+    X(LOCKED, 27, "data directory is in use by another process")         \
+    X(TXNFAILED, 28, "transaction compare failed")                       \
+    X(TRUNCATED, 29, "input ended early")                                \
     X(CONFIG, 30, "invalid configuration")
 
 enum cd_err {

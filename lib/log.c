@@ -28,8 +28,7 @@ void log_set_level(enum log_level level)
 
 int log_parse_level(const char *s, enum log_level *out)
 {
-    for (unsigned i = 0; i < sizeof level_names / sizeof level_names[0];
-         i++) {
+    for (unsigned i = 0; i < sizeof level_names / sizeof level_names[0]; i++) {
         if (strcmp(s, level_names[i]) == 0) {
             *out = (enum log_level)i;
             return 0;
@@ -38,8 +37,7 @@ int log_parse_level(const char *s, enum log_level *out)
     return -EINVAL;
 }
 
-void log__write(enum log_level level, const char *module, const char *fmt,
-                ...)
+void log__write(enum log_level level, const char *module, const char *fmt, ...)
 {
     char line[1024];
     struct timeval tv;
@@ -51,8 +49,8 @@ void log__write(enum log_level level, const char *module, const char *fmt,
     int n = snprintf(line, sizeof line,
                      "%04d-%02d-%02dT%02d:%02d:%02d.%03ldZ %s[%ld] %s %s: ",
                      tm.tm_year + 1900, tm.tm_mon + 1, tm.tm_mday, tm.tm_hour,
-                     tm.tm_min, tm.tm_sec, (long)(tv.tv_usec / 1000),
-                     log_ident, (long)getpid(), level_names[level], module);
+                     tm.tm_min, tm.tm_sec, (long)(tv.tv_usec / 1000), log_ident,
+                     (long)getpid(), level_names[level], module);
     if (n < 0 || (size_t)n >= sizeof line) {
         n = 0;
     }

@@ -22,8 +22,8 @@ void log_set_level(enum log_level level);
 /* Parse "error|warn|info|debug"; returns 0 or -EINVAL. */
 int log_parse_level(const char *s, enum log_level *out);
 
-void log__write(enum log_level level, const char *module, const char *fmt,
-                ...) __attribute__((format(printf, 3, 4)));
+void log__write(enum log_level level, const char *module, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
 
 #define LOG__AT(lvl, mod, ...)                     \
     do {                                           \

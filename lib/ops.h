@@ -16,7 +16,8 @@
 #include <stdint.h>
 
 /* A borrowed run of bytes.  data may be NULL when len is 0. */
-struct cd_buf {
+struct cd_buf
+{
     const void *data;
     size_t len;
 };
@@ -50,7 +51,8 @@ enum cd_cmp_result {
  * the others, number is.  A CD_CMP_VALUE compare on an absent key is false
  * whatever the result asked for (as in etcd).
  */
-struct cd_compare {
+struct cd_compare
+{
     struct cd_buf key;
     enum cd_cmp_target target;
     enum cd_cmp_result result;
@@ -58,7 +60,8 @@ struct cd_compare {
     uint64_t number;
 };
 
-struct cd_op {
+struct cd_op
+{
     enum cd_op_type type;
     /*
      * Client request id, for deduplication of retried writes: a write whose
@@ -89,14 +92,16 @@ struct cd_op {
  * when it built the batch: the store uses it (never its own clock) for
  * anything time-based, so every replica computes the same state.
  */
-struct cd_batch {
+struct cd_batch
+{
     uint64_t time_ms;
     const struct cd_op *ops;
     size_t n_ops;
 };
 
 /* The outcome of one op of a batch. */
-struct cd_result {
+struct cd_result
+{
     int status;         /* 0, or a negative code from err.h */
     uint64_t revision;  /* store revision after this op */
     int succeeded;      /* TXN: 1 if the compares held */

@@ -29,7 +29,7 @@
 
 /* --- framing ----------------------------------------------------------- */
 
-void codec_reader_init(struct codec_reader* r, size_t max_frame)
+void codec_reader_init(struct codec_reader *r, size_t max_frame)
 {
     memset(r, 0, sizeof(*r));
     /* A zero maximum would refuse every frame; treat it as "the default"
@@ -37,7 +37,7 @@ void codec_reader_init(struct codec_reader* r, size_t max_frame)
     r->max_frame = max_frame != 0 ? max_frame : CODEC_DEFAULT_MAX_FRAME;
 }
 
-void codec_reader_free(struct codec_reader* r)
+void codec_reader_free(struct codec_reader *r)
 {
     if (r == NULL) {
         return;
@@ -63,12 +63,12 @@ void codec_put_header(uint8_t out[CODEC_HEADER_SIZE], uint32_t len)
     out[3] = (uint8_t)len;
 }
 
-int codec_reader_feed(struct codec_reader* r,
-                      const uint8_t* data,
+int codec_reader_feed(struct codec_reader *r,
+                      const uint8_t *data,
                       size_t len,
-                      size_t* consumed,
-                      const uint8_t** payload,
-                      size_t* payload_len)
+                      size_t *consumed,
+                      const uint8_t **payload,
+                      size_t *payload_len)
 {
     size_t used = 0;
 
@@ -147,7 +147,7 @@ int codec_reader_feed(struct codec_reader* r,
 
 /* --- names and errors -------------------------------------------------- */
 
-const char* codec_msg_type_name(enum cd_msg_type t)
+const char *codec_msg_type_name(enum cd_msg_type t)
 {
     switch (t) {
         case CD_MSG_ERROR:
@@ -198,10 +198,10 @@ const char* codec_msg_type_name(enum cd_msg_type t)
     return "UNKNOWN";
 }
 
-void codec_error_msg(struct cd_msg* m,
+void codec_error_msg(struct cd_msg *m,
                      uint64_t request_id,
                      int code,
-                     const char* leader)
+                     const char *leader)
 {
     /* An error reply that says "success" is a bug in the caller. */
     assert(code < 0);
@@ -291,10 +291,10 @@ struct unpack_budget
     bool nomem; /* malloc failed */
 };
 
-static void* budget_alloc(void* data, size_t size)
+static void *budget_alloc(void *data, size_t size)
 {
-    struct unpack_budget* b = data;
-    void* p;
+    struct unpack_budget *b = data;
+    void *p;
 
     if (size > b->left) {
         b->over = true;
@@ -312,16 +312,16 @@ static void* budget_alloc(void* data, size_t size)
 /* Memory from budget_alloc() is plain malloc memory, so that what we
  * unpacked can later be freed with protobuf-c's default allocator, after
  * the budget (a local of unpack()) is gone. */
-static void budget_free(void* data, void* p)
+static void budget_free(void *data, void *p)
 {
     (void)data;
     free(p);
 }
 
-static int unpack(const ProtobufCMessageDescriptor* desc,
-                  const uint8_t* buf,
+static int unpack(const ProtobufCMessageDescriptor *desc,
+                  const uint8_t *buf,
                   size_t len,
-                  ProtobufCMessage** out)
+                  ProtobufCMessage **out)
 {
     struct unpack_budget b = {0};
     ProtobufCAllocator a = {budget_alloc, budget_free, &b};
@@ -332,7 +332,7 @@ static int unpack(const ProtobufCMessageDescriptor* desc,
         b.left = UNPACK_BASE_BUDGET + len * UNPACK_BYTES_PER_WIRE_BYTE;
     }
     *out = protobuf_c_message_unpack(desc, &a, len,
-                                     buf != NULL ? buf : (const uint8_t*)"");
+                                     buf != NULL ? buf : (const uint8_t *)"");
     if (*out != NULL) {
         return 0;
     }
@@ -349,8 +349,8 @@ static int unpack(const ProtobufCMessageDescriptor* desc,
  */
 struct decoded
 {
-    ProtobufCMessage* root;
-    unsigned char* next;
+    ProtobufCMessage *root;
+    unsigned char *next;
     size_t left;
 };
 
@@ -364,27 +364,27 @@ static size_t array_bytes(size_t n, size_t size)
     return (bytes + ARRAY_ALIGN - 1) & ~(ARRAY_ALIGN - 1);
 }
 
-static int decoded_new(ProtobufCMessage* root,
+static int decoded_new(ProtobufCMessage *root,
                        size_t array_size,
-                       struct decoded** out)
+                       struct decoded **out)
 {
     size_t head = array_bytes(1, sizeof(struct decoded));
-    struct decoded* d = malloc(head + array_size);
+    struct decoded *d = malloc(head + array_size);
 
     if (d == NULL) {
         return -ENOMEM;
     }
     d->root = root;
-    d->next = (unsigned char*)d + head;
+    d->next = (unsigned char *)d + head;
     d->left = array_size;
     *out = d;
     return 0;
 }
 
-static void* decoded_array(struct decoded* d, size_t n, size_t size)
+static void *decoded_array(struct decoded *d, size_t n, size_t size)
 {
     size_t bytes = array_bytes(n, size);
-    void* p;
+    void *p;
 
     if (n == 0) {
         return NULL;
@@ -398,7 +398,7 @@ static void* decoded_array(struct decoded* d, size_t n, size_t size)
 }
 
 /* Sizing pass: bounds first, then the bytes of the arrays an op needs. */
-static int op_size(const Clusterd__Op* op, size_t* size)
+static int op_size(const Clusterd__Op *op, size_t *size)
 {
     if (op->n_compares > CODEC_MAX_TXN_OPS ||
         op->n_then_ops > CODEC_MAX_TXN_OPS ||
@@ -411,7 +411,7 @@ static int op_size(const Clusterd__Op* op, size_t* size)
     return 0;
 }
 
-static int command_size(const Clusterd__Command* c, size_t* size)
+static int command_size(const Clusterd__Command *c, size_t *size)
 {
     size_t i;
     int rc;
@@ -429,7 +429,7 @@ static int command_size(const Clusterd__Command* c, size_t* size)
     return 0;
 }
 
-static int envelope_size(const Clusterd__Envelope* e, size_t* size)
+static int envelope_size(const Clusterd__Envelope *e, size_t *size)
 {
     switch (e->body_case) {
         case CLUSTERD__ENVELOPE__BODY_WRITE:
@@ -473,7 +473,7 @@ static struct cd_buf opt_buf_from_pb(int has, ProtobufCBinaryData b)
     return has ? buf_from_pb(b) : none;
 }
 
-static int compare_from_pb(const Clusterd__Compare* in, struct cd_compare* out)
+static int compare_from_pb(const Clusterd__Compare *in, struct cd_compare *out)
 {
     if (!cmp_target_valid((int)in->target) ||
         !cmp_result_valid((int)in->result)) {
@@ -491,7 +491,7 @@ static int compare_from_pb(const Clusterd__Compare* in, struct cd_compare* out)
     return 0;
 }
 
-static int txn_op_from_pb(const Clusterd__TxnOp* in, struct cd_op* out)
+static int txn_op_from_pb(const Clusterd__TxnOp *in, struct cd_op *out)
 {
     if (!txn_op_type_valid((int)in->type)) {
         return CD_EBADOP;
@@ -506,12 +506,12 @@ static int txn_op_from_pb(const Clusterd__TxnOp* in, struct cd_op* out)
     return 0;
 }
 
-static int txn_ops_from_pb(Clusterd__TxnOp* const* in,
+static int txn_ops_from_pb(Clusterd__TxnOp *const *in,
                            size_t n,
-                           struct decoded* d,
-                           const struct cd_op** out)
+                           struct decoded *d,
+                           const struct cd_op **out)
 {
-    struct cd_op* ops = decoded_array(d, n, sizeof(*ops));
+    struct cd_op *ops = decoded_array(d, n, sizeof(*ops));
     size_t i;
     int rc;
 
@@ -525,12 +525,12 @@ static int txn_ops_from_pb(Clusterd__TxnOp* const* in,
     return 0;
 }
 
-static int op_from_pb(const Clusterd__Op* in,
-                      struct decoded* d,
-                      struct cd_op* out)
+static int op_from_pb(const Clusterd__Op *in,
+                      struct decoded *d,
+                      struct cd_op *out)
 {
     int t = (int)in->type;
-    struct cd_compare* cmps;
+    struct cd_compare *cmps;
     size_t i;
     int rc;
 
@@ -582,11 +582,11 @@ static int op_from_pb(const Clusterd__Op* in,
     return 0;
 }
 
-static int batch_from_pb(const Clusterd__Command* in,
-                         struct decoded* d,
-                         struct cd_batch* out)
+static int batch_from_pb(const Clusterd__Command *in,
+                         struct decoded *d,
+                         struct cd_batch *out)
 {
-    struct cd_op* ops = decoded_array(d, in->n_ops, sizeof(*ops));
+    struct cd_op *ops = decoded_array(d, in->n_ops, sizeof(*ops));
     size_t i;
     int rc;
 
@@ -602,7 +602,7 @@ static int batch_from_pb(const Clusterd__Command* in,
     return 0;
 }
 
-static void kv_from_pb(const Clusterd__KeyValue* in, struct cd_kv* out)
+static void kv_from_pb(const Clusterd__KeyValue *in, struct cd_kv *out)
 {
     out->key = buf_from_pb(in->key);
     out->value = opt_buf_from_pb(in->has_value, in->value);
@@ -611,7 +611,7 @@ static void kv_from_pb(const Clusterd__KeyValue* in, struct cd_kv* out)
     out->version = in->version;
 }
 
-static int role_from_pb(int has, int role, enum cd_member_role* out)
+static int role_from_pb(int has, int role, enum cd_member_role *out)
 {
     if (!has) {
         *out = CD_ROLE_UNSET;
@@ -624,11 +624,11 @@ static int role_from_pb(int has, int role, enum cd_member_role* out)
     return 0;
 }
 
-static int range_resp_from_pb(const Clusterd__RangeResponse* in,
-                              struct decoded* d,
-                              struct cd_msg* m)
+static int range_resp_from_pb(const Clusterd__RangeResponse *in,
+                              struct decoded *d,
+                              struct cd_msg *m)
 {
-    struct cd_kv* kvs = decoded_array(d, in->n_kvs, sizeof(*kvs));
+    struct cd_kv *kvs = decoded_array(d, in->n_kvs, sizeof(*kvs));
     size_t i;
 
     for (i = 0; i < in->n_kvs; i++) {
@@ -642,15 +642,15 @@ static int range_resp_from_pb(const Clusterd__RangeResponse* in,
     return 0;
 }
 
-static int changes_from_pb(const Clusterd__ChangeBatch* in,
-                           struct decoded* d,
-                           struct cd_msg* m)
+static int changes_from_pb(const Clusterd__ChangeBatch *in,
+                           struct decoded *d,
+                           struct cd_msg *m)
 {
-    struct cd_event* evs = decoded_array(d, in->n_events, sizeof(*evs));
+    struct cd_event *evs = decoded_array(d, in->n_events, sizeof(*evs));
     size_t i;
 
     for (i = 0; i < in->n_events; i++) {
-        const Clusterd__Event* e = in->events[i];
+        const Clusterd__Event *e = in->events[i];
 
         if (!event_type_valid((int)e->type)) {
             return CD_EBADOP;
@@ -670,16 +670,16 @@ static int changes_from_pb(const Clusterd__ChangeBatch* in,
     return 0;
 }
 
-static int members_resp_from_pb(const Clusterd__MembersResponse* in,
-                                struct decoded* d,
-                                struct cd_msg* m)
+static int members_resp_from_pb(const Clusterd__MembersResponse *in,
+                                struct decoded *d,
+                                struct cd_msg *m)
 {
-    struct cd_member* ms = decoded_array(d, in->n_members, sizeof(*ms));
+    struct cd_member *ms = decoded_array(d, in->n_members, sizeof(*ms));
     size_t i;
     int rc;
 
     for (i = 0; i < in->n_members; i++) {
-        const Clusterd__Member* p = in->members[i];
+        const Clusterd__Member *p = in->members[i];
 
         if (p->address == NULL) {
             return CD_EMALFORMED;
@@ -699,8 +699,8 @@ static int members_resp_from_pb(const Clusterd__MembersResponse* in,
     return 0;
 }
 
-static int member_change_from_pb(const Clusterd__MemberChangeRequest* in,
-                                 struct cd_msg* m)
+static int member_change_from_pb(const Clusterd__MemberChangeRequest *in,
+                                 struct cd_msg *m)
 {
     int a = (int)in->action;
     int rc;
@@ -727,11 +727,11 @@ static int member_change_from_pb(const Clusterd__MemberChangeRequest* in,
     return 0;
 }
 
-static int log_upload_from_pb(const Clusterd__LogUpload* in,
-                              struct decoded* d,
-                              struct cd_msg* m)
+static int log_upload_from_pb(const Clusterd__LogUpload *in,
+                              struct decoded *d,
+                              struct cd_msg *m)
 {
-    struct cd_log_record* rs = decoded_array(d, in->n_records, sizeof(*rs));
+    struct cd_log_record *rs = decoded_array(d, in->n_records, sizeof(*rs));
     size_t i;
 
     for (i = 0; i < in->n_records; i++) {
@@ -745,9 +745,9 @@ static int log_upload_from_pb(const Clusterd__LogUpload* in,
     return 0;
 }
 
-static int body_from_pb(const Clusterd__Envelope* e,
-                        struct decoded* d,
-                        struct cd_msg* m)
+static int body_from_pb(const Clusterd__Envelope *e,
+                        struct decoded *d,
+                        struct cd_msg *m)
 {
     switch (e->body_case) {
         case CLUSTERD__ENVELOPE__BODY_ERROR:
@@ -807,7 +807,7 @@ static int body_from_pb(const Clusterd__Envelope* e,
         case CLUSTERD__ENVELOPE__BODY_CHANGES:
             return changes_from_pb(e->changes, d, m);
         case CLUSTERD__ENVELOPE__BODY_STATUS_RESP: {
-            const Clusterd__StatusResponse* s = e->status_resp;
+            const Clusterd__StatusResponse *s = e->status_resp;
 
             m->u.status_resp.id = s->id;
             m->u.status_resp.leader_id = s->leader_id;
@@ -855,11 +855,11 @@ static int body_from_pb(const Clusterd__Envelope* e,
     }
 }
 
-int codec_decode(const uint8_t* payload, size_t len, struct cd_msg* out)
+int codec_decode(const uint8_t *payload, size_t len, struct cd_msg *out)
 {
-    ProtobufCMessage* root = NULL;
-    const Clusterd__Envelope* e;
-    struct decoded* d = NULL;
+    ProtobufCMessage *root = NULL;
+    const Clusterd__Envelope *e;
+    struct decoded *d = NULL;
     size_t arrays = 0;
     int rc;
 
@@ -868,7 +868,7 @@ int codec_decode(const uint8_t* payload, size_t len, struct cd_msg* out)
     if (rc != 0) {
         return rc;
     }
-    e = (const Clusterd__Envelope*)root;
+    e = (const Clusterd__Envelope *)root;
     if (e->body_case == CLUSTERD__ENVELOPE__BODY__NOT_SET) {
         rc = CD_EMALFORMED;
         goto err_after_unpack;
@@ -900,9 +900,9 @@ err_after_unpack:
     return rc;
 }
 
-void codec_msg_free(struct cd_msg* m)
+void codec_msg_free(struct cd_msg *m)
 {
-    struct decoded* d;
+    struct decoded *d;
 
     if (m == NULL || m->codec__owned == NULL) {
         return;
@@ -913,13 +913,13 @@ void codec_msg_free(struct cd_msg* m)
     memset(m, 0, sizeof(*m));
 }
 
-int codec_command_decode(const uint8_t* buf,
+int codec_command_decode(const uint8_t *buf,
                          size_t len,
-                         struct codec_command* out)
+                         struct codec_command *out)
 {
-    ProtobufCMessage* root = NULL;
-    const Clusterd__Command* c;
-    struct decoded* d = NULL;
+    ProtobufCMessage *root = NULL;
+    const Clusterd__Command *c;
+    struct decoded *d = NULL;
     size_t arrays = 0;
     int rc;
 
@@ -928,7 +928,7 @@ int codec_command_decode(const uint8_t* buf,
     if (rc != 0) {
         return rc;
     }
-    c = (const Clusterd__Command*)root;
+    c = (const Clusterd__Command *)root;
     rc = command_size(c, &arrays);
     if (rc != 0) {
         goto err_after_unpack;
@@ -953,9 +953,9 @@ err_after_unpack:
     return rc;
 }
 
-void codec_command_free(struct codec_command* c)
+void codec_command_free(struct codec_command *c)
 {
-    struct decoded* d;
+    struct decoded *d;
 
     if (c == NULL || c->owned == NULL) {
         return;
@@ -974,18 +974,18 @@ void codec_command_free(struct codec_command* c)
  */
 struct scratch_chunk
 {
-    struct scratch_chunk* next;
+    struct scratch_chunk *next;
     uint64_t data[]; /* aligned for any generated struct */
 };
 
 struct scratch
 {
-    struct scratch_chunk* head;
+    struct scratch_chunk *head;
 };
 
-static void* scratch_alloc(struct scratch* s, size_t n, size_t size)
+static void *scratch_alloc(struct scratch *s, size_t n, size_t size)
 {
-    struct scratch_chunk* c;
+    struct scratch_chunk *c;
 
     if (n == 0 || n > (SIZE_MAX - sizeof(*c)) / size) {
         return NULL;
@@ -999,10 +999,10 @@ static void* scratch_alloc(struct scratch* s, size_t n, size_t size)
     return c->data;
 }
 
-static void scratch_free(struct scratch* s)
+static void scratch_free(struct scratch *s)
 {
     while (s->head != NULL) {
-        struct scratch_chunk* c = s->head;
+        struct scratch_chunk *c = s->head;
 
         s->head = c->next;
         free(c);
@@ -1014,9 +1014,9 @@ static void scratch_free(struct scratch* s)
  * uint8_t * even for packing.  These casts drop the const of borrowed
  * caller data, which packing only ever reads.
  */
-static char* pb_str(const char* s)
+static char *pb_str(const char *s)
 {
-    return (char*)(uintptr_t)s;
+    return (char *)(uintptr_t)s;
 }
 
 static int check_buf(struct cd_buf b)
@@ -1038,15 +1038,15 @@ static ProtobufCBinaryData pb_bytes(struct cd_buf b)
 
     out.len = b.len;
     /* Never hand protobuf-c a NULL source, even for zero bytes. */
-    out.data = (uint8_t*)(uintptr_t)(b.data != NULL ? b.data : empty);
+    out.data = (uint8_t *)(uintptr_t)(b.data != NULL ? b.data : empty);
     return out;
 }
 
 /* Set an optional bytes field: present when needed or nonempty. */
 static int put_opt_bytes(struct cd_buf b,
                          bool needed,
-                         protobuf_c_boolean* has,
-                         ProtobufCBinaryData* out)
+                         protobuf_c_boolean *has,
+                         ProtobufCBinaryData *out)
 {
     int rc = check_buf(b);
 
@@ -1058,7 +1058,7 @@ static int put_opt_bytes(struct cd_buf b,
     return 0;
 }
 
-static int put_bytes(struct cd_buf b, ProtobufCBinaryData* out)
+static int put_bytes(struct cd_buf b, ProtobufCBinaryData *out)
 {
     int rc = check_buf(b);
 
@@ -1071,14 +1071,14 @@ static int put_bytes(struct cd_buf b, ProtobufCBinaryData* out)
 
 static void put_u64(uint64_t v,
                     bool needed,
-                    protobuf_c_boolean* has,
-                    uint64_t* out)
+                    protobuf_c_boolean *has,
+                    uint64_t *out)
 {
     *has = needed || v != 0;
     *out = v;
 }
 
-static void put_flag(int v, protobuf_c_boolean* has, protobuf_c_boolean* out)
+static void put_flag(int v, protobuf_c_boolean *has, protobuf_c_boolean *out)
 {
     *has = v != 0;
     *out = v != 0;
@@ -1086,30 +1086,30 @@ static void put_flag(int v, protobuf_c_boolean* has, protobuf_c_boolean* out)
 
 /* Allocate n generated structs and the array of pointers to them that
  * protobuf-c wants for a repeated field. */
-static void* pb_array(struct scratch* s, size_t n, size_t size, void*** ptrs)
+static void *pb_array(struct scratch *s, size_t n, size_t size, void ***ptrs)
 {
-    unsigned char* block;
+    unsigned char *block;
     size_t structs = array_bytes(n, size);
     size_t i;
 
     *ptrs = NULL;
     /* The caller's array exists, so n is sane; still, never let the
      * size wrap into a short block. */
-    if (n == 0 || n > SIZE_MAX / 2 / (size + sizeof(void*))) {
+    if (n == 0 || n > SIZE_MAX / 2 / (size + sizeof(void *))) {
         return NULL;
     }
-    block = scratch_alloc(s, 1, structs + n * sizeof(void*));
+    block = scratch_alloc(s, 1, structs + n * sizeof(void *));
     if (block == NULL) {
         return NULL;
     }
-    *ptrs = (void**)(void*)(block + structs);
+    *ptrs = (void **)(void *)(block + structs);
     for (i = 0; i < n; i++) {
         (*ptrs)[i] = block + i * size;
     }
     return block;
 }
 
-static int compare_to_pb(const struct cd_compare* in, Clusterd__Compare* out)
+static int compare_to_pb(const struct cd_compare *in, Clusterd__Compare *out)
 {
     bool is_value = in->target == CD_CMP_VALUE;
     int rc;
@@ -1131,7 +1131,7 @@ static int compare_to_pb(const struct cd_compare* in, Clusterd__Compare* out)
 
 /* A branch op carries type, key and value only; anything else set in it
  * would be lost on the wire, so it is refused rather than dropped. */
-static int txn_op_to_pb(const struct cd_op* in, Clusterd__TxnOp* out)
+static int txn_op_to_pb(const struct cd_op *in, Clusterd__TxnOp *out)
 {
     int rc;
 
@@ -1151,13 +1151,13 @@ static int txn_op_to_pb(const struct cd_op* in, Clusterd__TxnOp* out)
     return rc;
 }
 
-static int txn_ops_to_pb(const struct cd_op* in,
+static int txn_ops_to_pb(const struct cd_op *in,
                          size_t n,
-                         struct scratch* s,
-                         Clusterd__TxnOp*** out)
+                         struct scratch *s,
+                         Clusterd__TxnOp ***out)
 {
-    Clusterd__TxnOp* ops;
-    void** ptrs;
+    Clusterd__TxnOp *ops;
+    void **ptrs;
     size_t i;
     int rc;
 
@@ -1174,17 +1174,17 @@ static int txn_ops_to_pb(const struct cd_op* in,
             return rc;
         }
     }
-    *out = (Clusterd__TxnOp**)ptrs;
+    *out = (Clusterd__TxnOp **)ptrs;
     return 0;
 }
 
-static int op_to_pb(const struct cd_op* in,
-                    struct scratch* s,
-                    Clusterd__Op* out)
+static int op_to_pb(const struct cd_op *in,
+                    struct scratch *s,
+                    Clusterd__Op *out)
 {
     int t = (int)in->type;
-    Clusterd__Compare* cmps;
-    void** ptrs;
+    Clusterd__Compare *cmps;
+    void **ptrs;
     size_t i;
     int rc;
 
@@ -1234,7 +1234,7 @@ static int op_to_pb(const struct cd_op* in,
             return rc;
         }
     }
-    out->compares = (Clusterd__Compare**)ptrs;
+    out->compares = (Clusterd__Compare **)ptrs;
     out->n_compares = in->n_compares;
     rc = txn_ops_to_pb(in->then_ops, in->n_then, s, &out->then_ops);
     if (rc != 0) {
@@ -1249,12 +1249,12 @@ static int op_to_pb(const struct cd_op* in,
     return 0;
 }
 
-static int batch_to_pb(const struct cd_batch* b,
-                       struct scratch* s,
-                       Clusterd__Command* out)
+static int batch_to_pb(const struct cd_batch *b,
+                       struct scratch *s,
+                       Clusterd__Command *out)
 {
-    Clusterd__Op* ops;
-    void** ptrs;
+    Clusterd__Op *ops;
+    void **ptrs;
     size_t i;
     int rc;
 
@@ -1276,12 +1276,12 @@ static int batch_to_pb(const struct cd_batch* b,
         }
     }
     out->time_ms = b->time_ms;
-    out->ops = (Clusterd__Op**)ptrs;
+    out->ops = (Clusterd__Op **)ptrs;
     out->n_ops = b->n_ops;
     return 0;
 }
 
-static int kv_to_pb(const struct cd_kv* in, Clusterd__KeyValue* out)
+static int kv_to_pb(const struct cd_kv *in, Clusterd__KeyValue *out)
 {
     int rc;
 
@@ -1297,8 +1297,8 @@ static int kv_to_pb(const struct cd_kv* in, Clusterd__KeyValue* out)
 }
 
 static int role_to_pb(enum cd_member_role role,
-                      protobuf_c_boolean* has,
-                      Clusterd__Member__Role* out)
+                      protobuf_c_boolean *has,
+                      Clusterd__Member__Role *out)
 {
     *has = role != CD_ROLE_UNSET;
     if (*has && !role_valid((int)role)) {
@@ -1339,13 +1339,13 @@ union pb_body {
     Clusterd__Command command;
 };
 
-static int range_resp_to_pb(const struct cd_msg* m,
-                            struct scratch* s,
-                            Clusterd__RangeResponse* out)
+static int range_resp_to_pb(const struct cd_msg *m,
+                            struct scratch *s,
+                            Clusterd__RangeResponse *out)
 {
     size_t n = m->u.range_resp.n_kvs;
-    Clusterd__KeyValue* kvs;
-    void** ptrs;
+    Clusterd__KeyValue *kvs;
+    void **ptrs;
     size_t i;
     int rc;
 
@@ -1363,7 +1363,7 @@ static int range_resp_to_pb(const struct cd_msg* m,
             return rc;
         }
     }
-    out->kvs = (Clusterd__KeyValue**)ptrs;
+    out->kvs = (Clusterd__KeyValue **)ptrs;
     out->n_kvs = n;
     put_flag(m->u.range_resp.more, &out->has_more, &out->more);
     put_u64(m->u.range_resp.revision, false, &out->has_revision,
@@ -1373,16 +1373,16 @@ static int range_resp_to_pb(const struct cd_msg* m,
     return 0;
 }
 
-static int changes_to_pb(const struct cd_msg* m,
-                         struct scratch* s,
-                         Clusterd__ChangeBatch* out)
+static int changes_to_pb(const struct cd_msg *m,
+                         struct scratch *s,
+                         Clusterd__ChangeBatch *out)
 {
     size_t n = m->u.changes.n_events;
-    const struct cd_event* in = m->u.changes.events;
-    Clusterd__Event* evs;
-    Clusterd__KeyValue* kvs;
-    void** ptrs;
-    void** kv_ptrs;
+    const struct cd_event *in = m->u.changes.events;
+    Clusterd__Event *evs;
+    Clusterd__KeyValue *kvs;
+    void **ptrs;
+    void **kv_ptrs;
     size_t i;
     int rc;
 
@@ -1409,7 +1409,7 @@ static int changes_to_pb(const struct cd_msg* m,
         }
         evs[i].kv = &kvs[i];
     }
-    out->events = (Clusterd__Event**)ptrs;
+    out->events = (Clusterd__Event **)ptrs;
     out->n_events = n;
     out->revision = m->u.changes.revision;
     put_flag(m->u.changes.compacted, &out->has_compacted, &out->compacted);
@@ -1418,14 +1418,14 @@ static int changes_to_pb(const struct cd_msg* m,
     return 0;
 }
 
-static int members_resp_to_pb(const struct cd_msg* m,
-                              struct scratch* s,
-                              Clusterd__MembersResponse* out)
+static int members_resp_to_pb(const struct cd_msg *m,
+                              struct scratch *s,
+                              Clusterd__MembersResponse *out)
 {
     size_t n = m->u.members_resp.n_members;
-    const struct cd_member* in = m->u.members_resp.members;
-    Clusterd__Member* ms;
-    void** ptrs;
+    const struct cd_member *in = m->u.members_resp.members;
+    Clusterd__Member *ms;
+    void **ptrs;
     size_t i;
     int rc;
 
@@ -1452,13 +1452,13 @@ static int members_resp_to_pb(const struct cd_msg* m,
         put_flag(in[i].leader, &ms[i].has_leader, &ms[i].leader);
         put_flag(in[i].reachable, &ms[i].has_reachable, &ms[i].reachable);
     }
-    out->members = (Clusterd__Member**)ptrs;
+    out->members = (Clusterd__Member **)ptrs;
     out->n_members = n;
     return 0;
 }
 
-static int member_change_to_pb(const struct cd_msg* m,
-                               Clusterd__MemberChangeRequest* out)
+static int member_change_to_pb(const struct cd_msg *m,
+                               Clusterd__MemberChangeRequest *out)
 {
     int a = (int)m->u.member_change.action;
     int rc;
@@ -1483,14 +1483,14 @@ static int member_change_to_pb(const struct cd_msg* m,
     return 0;
 }
 
-static int log_upload_to_pb(const struct cd_msg* m,
-                            struct scratch* s,
-                            Clusterd__LogUpload* out)
+static int log_upload_to_pb(const struct cd_msg *m,
+                            struct scratch *s,
+                            Clusterd__LogUpload *out)
 {
     size_t n = m->u.log_upload.n_records;
-    const struct cd_log_record* in = m->u.log_upload.records;
-    Clusterd__LogRecord* rs;
-    void** ptrs;
+    const struct cd_log_record *in = m->u.log_upload.records;
+    Clusterd__LogRecord *rs;
+    void **ptrs;
     size_t i;
     int rc;
 
@@ -1512,15 +1512,15 @@ static int log_upload_to_pb(const struct cd_msg* m,
         }
     }
     out->child_id = m->u.log_upload.child_id;
-    out->records = (Clusterd__LogRecord**)ptrs;
+    out->records = (Clusterd__LogRecord **)ptrs;
     out->n_records = n;
     return 0;
 }
 
-static int body_to_pb(const struct cd_msg* m,
-                      struct scratch* s,
-                      union pb_body* b,
-                      Clusterd__Envelope* e)
+static int body_to_pb(const struct cd_msg *m,
+                      struct scratch *s,
+                      union pb_body *b,
+                      Clusterd__Envelope *e)
 {
     int rc = 0;
 
@@ -1603,7 +1603,7 @@ static int body_to_pb(const struct cd_msg* m,
             e->status = &b->status;
             break;
         case CD_MSG_STATUS_RESP: {
-            Clusterd__StatusResponse* o = &b->status_resp;
+            Clusterd__StatusResponse *o = &b->status_resp;
 
             clusterd__status_response__init(o);
             put_u64(m->u.status_resp.id, false, &o->has_id, &o->id);
@@ -1687,17 +1687,17 @@ static int body_to_pb(const struct cd_msg* m,
     return rc;
 }
 
-int codec_encode(const struct cd_msg* m,
+int codec_encode(const struct cd_msg *m,
                  size_t max_frame,
-                 uint8_t** out,
-                 size_t* out_len)
+                 uint8_t **out,
+                 size_t *out_len)
 {
     Clusterd__Envelope e = CLUSTERD__ENVELOPE__INIT;
     struct scratch s = {NULL};
     union pb_body body;
     size_t size;
     size_t packed;
-    uint8_t* buf;
+    uint8_t *buf;
     int rc;
 
     *out = NULL;
@@ -1730,17 +1730,17 @@ out:
     return rc;
 }
 
-int codec_command_encode(const struct cd_batch* b,
+int codec_command_encode(const struct cd_batch *b,
                          uint64_t cluster_id,
-                         void* (*alloc_fn)(size_t),
-                         uint8_t** out,
-                         size_t* out_len)
+                         void *(*alloc_fn)(size_t),
+                         uint8_t **out,
+                         size_t *out_len)
 {
     Clusterd__Command c;
     struct scratch s = {NULL};
     size_t size;
     size_t packed;
-    uint8_t* buf;
+    uint8_t *buf;
     int rc;
 
     *out = NULL;

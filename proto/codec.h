@@ -30,13 +30,14 @@
 #define CODEC_HEADER_SIZE 4
 #define CODEC_DEFAULT_MAX_FRAME (16u << 20)
 /* Bounds on decoded content, against memory blow-up from tiny frames. */
-#define CODEC_MAX_OPS 100000u      /* ops in a Command or write */
-#define CODEC_MAX_TXN_OPS 1024u    /* compares, then or else ops of a txn */
+#define CODEC_MAX_OPS 100000u   /* ops in a Command or write */
+#define CODEC_MAX_TXN_OPS 1024u /* compares, then or else ops of a txn */
 
 /* --- framing ----------------------------------------------------------- */
 
 /* Reassembles frames from a byte stream (e.g. libuv read callbacks). */
-struct codec_reader {
+struct codec_reader
+{
     size_t max_frame;
     uint8_t header[CODEC_HEADER_SIZE];
     size_t header_have;
@@ -62,8 +63,11 @@ void codec_reader_free(struct codec_reader *r);
  * returns the same error.  -ENOMEM when the frame's buffer cannot be
  * allocated; nothing was consumed and the call may be repeated.
  */
-int codec_reader_feed(struct codec_reader *r, const uint8_t *data,
-                      size_t len, size_t *consumed, const uint8_t **payload,
+int codec_reader_feed(struct codec_reader *r,
+                      const uint8_t *data,
+                      size_t len,
+                      size_t *consumed,
+                      const uint8_t **payload,
                       size_t *payload_len);
 
 /* Write the 4-byte big-endian header for a payload of len bytes. */
@@ -100,7 +104,8 @@ enum cd_msg_type {
 /* "WRITE", "CHANGES", ...; "UNKNOWN" otherwise.  Static storage. */
 const char *codec_msg_type_name(enum cd_msg_type t);
 
-struct cd_kv {
+struct cd_kv
+{
     struct cd_buf key;
     struct cd_buf value;
     uint64_t create_rev;
@@ -110,7 +115,8 @@ struct cd_kv {
 
 enum cd_event_type { CD_EVENT_PUT = 1, CD_EVENT_DELETE = 2 };
 
-struct cd_event {
+struct cd_event
+{
     enum cd_event_type type;
     uint32_t sub;
     struct cd_kv kv;
@@ -123,7 +129,8 @@ enum cd_member_role {
     CD_ROLE_SPARE = 3,
 };
 
-struct cd_member {
+struct cd_member
+{
     uint64_t id;
     const char *address; /* raft address, "a.b.c.d:port" */
     enum cd_member_role role;
@@ -138,7 +145,8 @@ enum cd_member_action {
     CD_MEMBER_ASSIGN = 3,
 };
 
-struct cd_log_record {
+struct cd_log_record
+{
     uint64_t seq;
     uint64_t time_ms;
     struct cd_buf record;
@@ -148,56 +156,66 @@ struct cd_log_record {
  * One message.  Optional strings are NULL when absent; optional numbers
  * and flags are 0.  Only the member of u named by type is meaningful.
  */
-struct cd_msg {
+struct cd_msg
+{
     uint64_t request_id;
     int has_cluster_id;
     uint64_t cluster_id;
     enum cd_msg_type type;
     union {
-        struct {
+        struct
+        {
             int code; /* a negative code of lib/err.h */
             const char *name;
             const char *message;
             const char *leader; /* NOT_LEADER: the leader's API address */
         } error;
-        struct {
+        struct
+        {
             struct cd_op op; /* any op type but LOG_APPEND */
         } write;
-        struct {
+        struct
+        {
             uint64_t revision;
             int succeeded;
             uint64_t deleted;
         } write_resp;
-        struct {
+        struct
+        {
             struct cd_buf key;
             int serializable;
         } get;
-        struct {
+        struct
+        {
             struct cd_buf prefix;
             struct cd_buf start;
             uint64_t limit;
             int serializable;
             int keys_only;
         } range;
-        struct {
+        struct
+        {
             const struct cd_kv *kvs;
             size_t n_kvs;
             int more;
             uint64_t revision;
             int serializable;
         } range_resp;
-        struct {
+        struct
+        {
             uint64_t since;
             struct cd_buf prefix;
         } watch;
-        struct {
+        struct
+        {
             const struct cd_event *events;
             size_t n_events;
             uint64_t revision;
             int compacted;
             uint64_t compact_rev;
         } changes;
-        struct {
+        struct
+        {
             uint64_t id;
             uint64_t leader_id;
             const char *leader_api;
@@ -208,11 +226,13 @@ struct cd_msg {
             const char *state;
             const char *version;
         } status_resp;
-        struct {
+        struct
+        {
             const struct cd_member *members;
             size_t n_members;
         } members_resp;
-        struct {
+        struct
+        {
             enum cd_member_action action;
             uint64_t id;
             const char *address;
@@ -220,28 +240,33 @@ struct cd_msg {
             const char *token;
             const char *api_address;
         } member_change;
-        struct {
+        struct
+        {
             uint64_t to;
         } transfer;
-        struct {
+        struct
+        {
             uint64_t offset;
             struct cd_buf data;
             int last;
             uint64_t revision;
         } snapshot_chunk;
-        struct {
+        struct
+        {
             uint64_t cluster_id;
             uint64_t child_id;
             uint64_t revision;
             const char *hostname;
             const char *version;
         } hello;
-        struct {
+        struct
+        {
             uint64_t child_id;
             const struct cd_log_record *records;
             size_t n_records;
         } log_upload;
-        struct {
+        struct
+        {
             uint64_t committed_seq;
         } log_ack;
         struct cd_batch command;
@@ -269,12 +294,16 @@ void codec_msg_free(struct cd_msg *m);
  * CD_EFRAMETOOBIG (payload over UINT32_MAX or max_frame when nonzero),
  * -ENOMEM.
  */
-int codec_encode(const struct cd_msg *m, size_t max_frame, uint8_t **out,
+int codec_encode(const struct cd_msg *m,
+                 size_t max_frame,
+                 uint8_t **out,
                  size_t *out_len);
 
 /* Fill m as an error reply to request_id with code, its name and message
  * from lib/err.h; strings are static.  leader may be NULL. */
-void codec_error_msg(struct cd_msg *m, uint64_t request_id, int code,
+void codec_error_msg(struct cd_msg *m,
+                     uint64_t request_id,
+                     int code,
                      const char *leader);
 
 /* --- Raft entries ------------------------------------------------------ */
@@ -286,19 +315,23 @@ void codec_error_msg(struct cd_msg *m, uint64_t request_id, int code,
  * or the whole Command over UINT32_MAX, which protobuf cannot frame),
  * -ENOMEM.
  */
-int codec_command_encode(const struct cd_batch *b, uint64_t cluster_id,
-                         void *(*alloc_fn)(size_t), uint8_t **out,
+int codec_command_encode(const struct cd_batch *b,
+                         uint64_t cluster_id,
+                         void *(*alloc_fn)(size_t),
+                         uint8_t **out,
                          size_t *out_len);
 
 /* A decoded Command: batch borrows from owned until codec_command_free. */
-struct codec_command {
+struct codec_command
+{
     struct cd_batch batch;
     uint64_t cluster_id; /* 0 when absent */
     void *owned;
 };
 
 /* Errors as codec_decode(). */
-int codec_command_decode(const uint8_t *buf, size_t len,
+int codec_command_decode(const uint8_t *buf,
+                         size_t len,
                          struct codec_command *out);
 void codec_command_free(struct codec_command *c);
 

@@ -22,7 +22,8 @@
 #include "../lib/err.h"
 #include "store_int.h"
 
-struct walk {
+struct walk
+{
     char *why;
     size_t why_len;
 };
@@ -42,8 +43,11 @@ static int fail(struct walk *w, const char *fmt, ...)
 }
 
 /* Find the change (rev, *) that is a put of key; 0 if found. */
-static int find_put(MDB_txn *txn, struct store *s, uint64_t rev,
-                    const MDB_val *key, uint64_t version)
+static int find_put(MDB_txn *txn,
+                    struct store *s,
+                    uint64_t rev,
+                    const MDB_val *key,
+                    uint64_t version)
 {
     uint8_t kb[RECORD_CHANGE_KEY];
     MDB_val k = {sizeof kb, kb};
@@ -58,8 +62,7 @@ static int find_put(MDB_txn *txn, struct store *s, uint64_t rev,
     int rc = mdb_cursor_get(cur, &k, &v, MDB_SET_RANGE);
     while (rc == 0) {
         struct store_change ch;
-        if (store__change_from_record(&k, &v, &ch) != 0 ||
-            ch.revision != rev) {
+        if (store__change_from_record(&k, &v, &ch) != 0 || ch.revision != rev) {
             break;
         }
         if (ch.type == STORE_CHANGE_PUT && ch.kv.key_len == key->mv_size &&
@@ -73,7 +76,9 @@ static int find_put(MDB_txn *txn, struct store *s, uint64_t rev,
     return found;
 }
 
-static int check_kv(MDB_txn *txn, struct store *s, const struct store_meta *m,
+static int check_kv(MDB_txn *txn,
+                    struct store *s,
+                    const struct store_meta *m,
                     struct walk *w)
 {
     MDB_cursor *cur;
@@ -115,14 +120,16 @@ static int check_kv(MDB_txn *txn, struct store *s, const struct store_meta *m,
  * history.  Keys point into the read transaction's map, which stays valid
  * for the whole walk.
  */
-struct latest {
+struct latest
+{
     const void *key;
     size_t key_len;
     uint64_t rev;
     uint8_t type;
 };
 
-struct latest_map {
+struct latest_map
+{
     struct latest *slots;
     size_t cap; /* power of two */
     size_t used;
@@ -138,7 +145,8 @@ static uint64_t hash_bytes(const void *p, size_t len)
     return h;
 }
 
-static struct latest *latest_slot(struct latest_map *m, const void *key,
+static struct latest *latest_slot(struct latest_map *m,
+                                  const void *key,
                                   size_t len)
 {
     size_t i = (size_t)hash_bytes(key, len) & (m->cap - 1);
@@ -180,8 +188,10 @@ static int latest_note(struct latest_map *m, const struct store_change *ch)
 }
 
 /* Each key's latest change must be what kv shows. */
-static int check_latest(MDB_txn *txn, struct store *s,
-                        const struct latest_map *lm, struct walk *w)
+static int check_latest(MDB_txn *txn,
+                        struct store *s,
+                        const struct latest_map *lm,
+                        struct walk *w)
 {
     for (size_t i = 0; i < lm->cap; i++) {
         const struct latest *l = &lm->slots[i];
@@ -211,8 +221,10 @@ static int check_latest(MDB_txn *txn, struct store *s,
     return 0;
 }
 
-static int check_changes(MDB_txn *txn, struct store *s,
-                         const struct store_meta *m, struct latest_map *lm,
+static int check_changes(MDB_txn *txn,
+                         struct store *s,
+                         const struct store_meta *m,
+                         struct latest_map *lm,
                          struct walk *w)
 {
     MDB_cursor *cur;
@@ -323,8 +335,9 @@ int store_check(struct store *s, char *why, size_t why_len)
     }
     rc = store__meta_read(txn, s, &m);
     if (rc == CD_ECORRUPT) {
-        rc = fail(&w, "meta: a record does not decode, or compact_rev > "
-                      "revision");
+        rc = fail(&w,
+                  "meta: a record does not decode, or compact_rev > "
+                  "revision");
     } else if (rc == 0 && m.format != STORE_FORMAT) {
         rc = fail(&w, "meta: format %llu, expected %d",
                   (unsigned long long)m.format, STORE_FORMAT);

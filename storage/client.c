@@ -17,11 +17,13 @@
 _Static_assert(CLUSTERD_ENOTFOUND == CD_ENOTFOUND,
                "clusterd.h and err.h disagree on ENOTFOUND");
 
-struct clusterd_db {
+struct clusterd_db
+{
     struct store *store;
 };
 
-struct clusterd_view {
+struct clusterd_view
+{
     struct store_read *read;
 };
 
@@ -88,8 +90,11 @@ void clusterd_view_end(clusterd_view *v)
     free(v);
 }
 
-int clusterd_view_get(clusterd_view *v, const char *key, size_t key_len,
-                      const char **value, size_t *value_len)
+int clusterd_view_get(clusterd_view *v,
+                      const char *key,
+                      size_t key_len,
+                      const char **value,
+                      size_t *value_len)
 {
     struct store_kv kv;
     int rc = store_read_get(v->read, key, key_len, &kv);
@@ -101,8 +106,11 @@ int clusterd_view_get(clusterd_view *v, const char *key, size_t key_len,
     return 0;
 }
 
-int clusterd_get(clusterd_db *db, const char *key, size_t key_len,
-                 char **value, size_t *value_len)
+int clusterd_get(clusterd_db *db,
+                 const char *key,
+                 size_t key_len,
+                 char **value,
+                 size_t *value_len)
 {
     clusterd_view *v;
     const char *p;
@@ -127,7 +135,8 @@ int clusterd_get(clusterd_db *db, const char *key, size_t key_len,
     return rc;
 }
 
-struct range_ctx {
+struct range_ctx
+{
     clusterd_range_fn fn;
     void *arg;
 };
@@ -138,8 +147,12 @@ static int range_cb(void *arg, const struct store_kv *kv)
     return c->fn(c->arg, kv->key, kv->key_len, kv->value, kv->value_len);
 }
 
-int clusterd_range(clusterd_db *db, const char *prefix, size_t prefix_len,
-                   size_t limit, clusterd_range_fn fn, void *arg)
+int clusterd_range(clusterd_db *db,
+                   const char *prefix,
+                   size_t prefix_len,
+                   size_t limit,
+                   clusterd_range_fn fn,
+                   void *arg)
 {
     struct range_ctx c = {fn, arg};
     struct store_read *r;
@@ -147,8 +160,8 @@ int clusterd_range(clusterd_db *db, const char *prefix, size_t prefix_len,
     if (rc != 0) {
         return rc;
     }
-    rc = store_read_range(r, prefix, prefix_len, NULL, 0, limit, range_cb,
-                          &c, NULL);
+    rc = store_read_range(r, prefix, prefix_len, NULL, 0, limit, range_cb, &c,
+                          NULL);
     store_read_end(r);
     return rc;
 }

@@ -47,22 +47,33 @@ void clusterd_close(clusterd_db *db); /* NULL-safe */
 
 /* Get a copy of key's value: *value is from malloc (NUL-terminated for
  * convenience, not counted in *value_len); the caller frees it. */
-int clusterd_get(clusterd_db *db, const char *key, size_t key_len,
-                 char **value, size_t *value_len);
+int clusterd_get(clusterd_db *db,
+                 const char *key,
+                 size_t key_len,
+                 char **value,
+                 size_t *value_len);
 
 /* Called for each key of a range; return nonzero to stop.  Pointers are
  * valid during the call only. */
-typedef int (*clusterd_range_fn)(void *arg, const char *key, size_t key_len,
-                                 const char *value, size_t value_len);
+typedef int (*clusterd_range_fn)(void *arg,
+                                 const char *key,
+                                 size_t key_len,
+                                 const char *value,
+                                 size_t value_len);
 
 /* Every key starting with prefix, in byte order, at most limit (0: all). */
-int clusterd_range(clusterd_db *db, const char *prefix, size_t prefix_len,
-                   size_t limit, clusterd_range_fn fn, void *arg);
+int clusterd_range(clusterd_db *db,
+                   const char *prefix,
+                   size_t prefix_len,
+                   size_t limit,
+                   clusterd_range_fn fn,
+                   void *arg);
 
 /* The store's revision: it grows by one with each change to the data. */
 int clusterd_revision(clusterd_db *db, uint64_t *revision);
 
-struct clusterd_staleness {
+struct clusterd_staleness
+{
     uint64_t revision;
     uint64_t updated_ms; /* time of the last change applied (ms, epoch) */
     uint64_t contact_ms; /* child: last contact with a parent; 0: never */
@@ -78,8 +89,11 @@ int clusterd_staleness(clusterd_db *db, struct clusterd_staleness *out);
  * open view holds back the reuse of old pages.
  */
 int clusterd_view_begin(clusterd_db *db, clusterd_view **out);
-int clusterd_view_get(clusterd_view *v, const char *key, size_t key_len,
-                      const char **value, size_t *value_len);
+int clusterd_view_get(clusterd_view *v,
+                      const char *key,
+                      size_t key_len,
+                      const char **value,
+                      size_t *value_len);
 void clusterd_view_end(clusterd_view *v); /* NULL-safe */
 
 const char *clusterd_strerror(int err);

@@ -104,13 +104,11 @@ void record_change_encode(uint8_t *out, const struct record_change *r)
     record_put_be32(out + 26, (uint32_t)r->key_len);
     memcpy(out + RECORD_CHANGE_HEADER, r->key, r->key_len);
     if (r->value_len > 0) {
-        memcpy(out + RECORD_CHANGE_HEADER + r->key_len, r->value,
-               r->value_len);
+        memcpy(out + RECORD_CHANGE_HEADER + r->key_len, r->value, r->value_len);
     }
 }
 
-int record_change_decode(const void *buf, size_t len,
-                         struct record_change *out)
+int record_change_decode(const void *buf, size_t len, struct record_change *out)
 {
     const uint8_t *p = buf;
     if (len < RECORD_CHANGE_HEADER || p[0] != RECORD_FORMAT) {
@@ -140,14 +138,17 @@ int record_change_decode(const void *buf, size_t len,
     return 0;
 }
 
-void record_change_key(uint8_t out[RECORD_CHANGE_KEY], uint64_t rev,
+void record_change_key(uint8_t out[RECORD_CHANGE_KEY],
+                       uint64_t rev,
                        uint32_t sub)
 {
     record_put_be64(out, rev);
     record_put_be32(out + 8, sub);
 }
 
-int record_change_key_decode(const void *buf, size_t len, uint64_t *rev,
+int record_change_key_decode(const void *buf,
+                             size_t len,
+                             uint64_t *rev,
                              uint32_t *sub)
 {
     if (len != RECORD_CHANGE_KEY) {
@@ -164,7 +165,9 @@ void record_log_key(uint8_t out[RECORD_LOG_KEY], uint64_t child, uint64_t seq)
     record_put_be64(out + 8, seq);
 }
 
-int record_log_key_decode(const void *buf, size_t len, uint64_t *child,
+int record_log_key_decode(const void *buf,
+                          size_t len,
+                          uint64_t *child,
                           uint64_t *seq)
 {
     if (len != RECORD_LOG_KEY) {
@@ -175,8 +178,11 @@ int record_log_key_decode(const void *buf, size_t len, uint64_t *child,
     return 0;
 }
 
-int record_log_decode(const void *buf, size_t len, uint64_t *time_ms,
-                      const void **rec, size_t *rec_len)
+int record_log_decode(const void *buf,
+                      size_t len,
+                      uint64_t *time_ms,
+                      const void **rec,
+                      size_t *rec_len)
 {
     const uint8_t *p = buf;
     if (len < RECORD_LOG_HEADER || p[0] != RECORD_FORMAT) {
@@ -197,8 +203,7 @@ void record_client_encode(uint8_t out[RECORD_CLIENT_SIZE],
     record_put_le64(out + 17, c->last_ms);
 }
 
-int record_client_decode(const void *buf, size_t len,
-                         struct record_client *out)
+int record_client_decode(const void *buf, size_t len, struct record_client *out)
 {
     const uint8_t *p = buf;
     if (len != RECORD_CLIENT_SIZE || p[0] != RECORD_FORMAT) {

@@ -29,7 +29,8 @@
 #define RECORD_CLIENT_KEY 8
 #define RECORD_CLIENT_SIZE 25
 
-struct record_kv {
+struct record_kv
+{
     uint64_t create_rev;
     uint64_t mod_rev;
     uint64_t version;
@@ -37,7 +38,8 @@ struct record_kv {
     size_t value_len;
 };
 
-struct record_change {
+struct record_change
+{
     uint8_t type; /* 1 put, 2 delete */
     uint64_t create_rev;
     uint64_t mod_rev;
@@ -48,7 +50,8 @@ struct record_change {
     size_t value_len;
 };
 
-struct record_client {
+struct record_client
+{
     uint64_t max_seq;
     uint64_t window; /* bit k: seq max_seq - k was applied */
     uint64_t last_ms;
@@ -68,23 +71,32 @@ int record_kv_decode(const void *buf, size_t len, struct record_kv *out);
 
 size_t record_change_size(size_t key_len, size_t value_len);
 void record_change_encode(uint8_t *out, const struct record_change *r);
-int record_change_decode(const void *buf, size_t len,
+int record_change_decode(const void *buf,
+                         size_t len,
                          struct record_change *out);
-void record_change_key(uint8_t out[RECORD_CHANGE_KEY], uint64_t rev,
+void record_change_key(uint8_t out[RECORD_CHANGE_KEY],
+                       uint64_t rev,
                        uint32_t sub);
-int record_change_key_decode(const void *buf, size_t len, uint64_t *rev,
+int record_change_key_decode(const void *buf,
+                             size_t len,
+                             uint64_t *rev,
                              uint32_t *sub);
 
-void record_log_key(uint8_t out[RECORD_LOG_KEY], uint64_t child,
-                    uint64_t seq);
-int record_log_key_decode(const void *buf, size_t len, uint64_t *child,
+void record_log_key(uint8_t out[RECORD_LOG_KEY], uint64_t child, uint64_t seq);
+int record_log_key_decode(const void *buf,
+                          size_t len,
+                          uint64_t *child,
                           uint64_t *seq);
-int record_log_decode(const void *buf, size_t len, uint64_t *time_ms,
-                      const void **rec, size_t *rec_len);
+int record_log_decode(const void *buf,
+                      size_t len,
+                      uint64_t *time_ms,
+                      const void **rec,
+                      size_t *rec_len);
 
 void record_client_encode(uint8_t out[RECORD_CLIENT_SIZE],
                           const struct record_client *c);
-int record_client_decode(const void *buf, size_t len,
+int record_client_decode(const void *buf,
+                         size_t len,
                          struct record_client *out);
 
 /* A meta value is one little-endian u64. */

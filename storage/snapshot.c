@@ -74,7 +74,8 @@ static ssize_t read_full(int fd, void *buf, size_t len)
     return (ssize_t)got;
 }
 
-struct copy_job {
+struct copy_job
+{
     MDB_env *env;
     int fd;
     int rc;
@@ -171,7 +172,8 @@ int store_snapshot(struct store *s, int fd, struct store_snapshot_info *info)
  * and checking header, trailer, length and CRC.  On success the body is on
  * disk and flushed.
  */
-static int receive(int fd, const char *tmp_path,
+static int receive(int fd,
+                   const char *tmp_path,
                    struct store_snapshot_info *info)
 {
     uint8_t head[SNAP_HEADER];
@@ -256,7 +258,8 @@ done:
 }
 
 /* A snapshot body opened as a read-only LMDB environment. */
-struct snap_env {
+struct snap_env
+{
     MDB_env *env;
     MDB_txn *txn;
     struct store view; /* only env and dbi are set: for the meta helpers */
@@ -272,7 +275,9 @@ static void snap_close(struct snap_env *e)
     }
 }
 
-static int snap_open(const char *path, uint64_t bytes, struct snap_env *e,
+static int snap_open(const char *path,
+                     uint64_t bytes,
+                     struct snap_env *e,
                      struct store_meta *meta)
 {
     int rc;
@@ -285,8 +290,7 @@ static int snap_open(const char *path, uint64_t bytes, struct snap_env *e,
     if ((rc = mdb_env_set_mapsize(e->env, map)) != 0 ||
         (rc = mdb_env_set_maxdbs(e->env, STORE__NDB + 2)) != 0 ||
         (rc = mdb_env_open(e->env, path,
-                           MDB_RDONLY | MDB_NOSUBDIR | MDB_NOLOCK |
-                               MDB_NOTLS,
+                           MDB_RDONLY | MDB_NOSUBDIR | MDB_NOLOCK | MDB_NOTLS,
                            0600)) != 0 ||
         (rc = mdb_txn_begin(e->env, NULL, MDB_RDONLY, &e->txn)) != 0) {
         rc = rc == MDB_INVALID || rc == MDB_VERSION_MISMATCH
@@ -312,7 +316,8 @@ static int snap_open(const char *path, uint64_t bytes, struct snap_env *e,
     return 0;
 }
 
-int store_snapshot_verify(int fd, const char *tmp_path,
+int store_snapshot_verify(int fd,
+                          const char *tmp_path,
                           struct store_snapshot_info *info)
 {
     struct store_snapshot_info tmp;
@@ -335,8 +340,7 @@ int store_snapshot_verify(int fd, const char *tmp_path,
 }
 
 /* Replace every record of dst with those of src (same sub-database). */
-static int copy_db(MDB_txn *src_txn, MDB_dbi src, MDB_txn *dst_txn,
-                   MDB_dbi dst)
+static int copy_db(MDB_txn *src_txn, MDB_dbi src, MDB_txn *dst_txn, MDB_dbi dst)
 {
     MDB_cursor *cur;
     MDB_val k, v;
@@ -374,7 +378,9 @@ static int is_meta(const MDB_val *k)
  * The meta records share the main database with the sub-database names,
  * which must stay: replace only the "meta/" records.
  */
-static int copy_meta(MDB_txn *src_txn, MDB_dbi src, MDB_txn *dst_txn,
+static int copy_meta(MDB_txn *src_txn,
+                     MDB_dbi src,
+                     MDB_txn *dst_txn,
                      MDB_dbi dst)
 {
     MDB_cursor *cur;

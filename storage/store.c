@@ -22,8 +22,8 @@
 #include "../lib/err.h"
 
 /* NULL: the meta records are in the main database (store_int.h). */
-static const char *const db_names[STORE__NDB] = {"kv", "changes", NULL,
-                                                 "logs", "clients"};
+static const char *const db_names[STORE__NDB] = {"kv", "changes", NULL, "logs",
+                                                 "clients"};
 
 int store__lmdb_err(int rc)
 {
@@ -70,7 +70,9 @@ void store_config_init(struct store_config *cfg, const char *path)
 
 /* --- meta helpers -------------------------------------------------------- */
 
-int store__meta_get(MDB_txn *txn, struct store *s, const char *name,
+int store__meta_get(MDB_txn *txn,
+                    struct store *s,
+                    const char *name,
                     uint64_t *out)
 {
     MDB_val k = {strlen(name), (void *)(uintptr_t)name};
@@ -86,7 +88,9 @@ int store__meta_get(MDB_txn *txn, struct store *s, const char *name,
     return record_meta_decode(v.mv_data, v.mv_size, out);
 }
 
-int store__meta_put(MDB_txn *txn, struct store *s, const char *name,
+int store__meta_put(MDB_txn *txn,
+                    struct store *s,
+                    const char *name,
                     uint64_t value)
 {
     uint8_t buf[8];
@@ -293,7 +297,8 @@ int store_set_contact(struct store *s, uint64_t contact_ms)
 /* --- apply --------------------------------------------------------------- */
 
 /* State of one apply: the transaction and the revision being built. */
-struct apply_ctx {
+struct apply_ctx
+{
     struct store *s;
     MDB_txn *txn;
     uint64_t rev;      /* store revision so far */
@@ -375,8 +380,10 @@ static int put_change(struct apply_ctx *c, const struct record_change *ch)
 }
 
 /* Look a key up: 0 and *found set, or an LMDB/corruption error. */
-static int get_kv(struct apply_ctx *c, struct cd_buf key,
-                  struct record_kv *out, int *found)
+static int get_kv(struct apply_ctx *c,
+                  struct cd_buf key,
+                  struct record_kv *out,
+                  int *found)
 {
     MDB_val k = {key.len, (void *)(uintptr_t)key.data};
     MDB_val v;
@@ -429,7 +436,9 @@ static int do_put(struct apply_ctx *c, struct cd_buf key, struct cd_buf value)
 }
 
 /* Record the deletion of a key whose current record is old. */
-static int delete_change(struct apply_ctx *c, const void *key, size_t key_len,
+static int delete_change(struct apply_ctx *c,
+                         const void *key,
+                         size_t key_len,
                          const struct record_kv *old)
 {
     struct record_change ch = {
@@ -473,7 +482,8 @@ static int has_prefix(const MDB_val *k, const void *prefix, size_t len)
            (k->mv_size >= len && memcmp(k->mv_data, prefix, len) == 0);
 }
 
-static int do_delete_prefix(struct apply_ctx *c, struct cd_buf prefix,
+static int do_delete_prefix(struct apply_ctx *c,
+                            struct cd_buf prefix,
                             uint64_t *n)
 {
     MDB_cursor *cur;
@@ -626,7 +636,8 @@ static int check_simple_op(const struct store *s, const struct cd_op *op)
     }
 }
 
-static int run_simple_op(struct apply_ctx *c, const struct cd_op *op,
+static int run_simple_op(struct apply_ctx *c,
+                         const struct cd_op *op,
                          struct cd_result *res)
 {
     switch (op->type) {
@@ -641,7 +652,8 @@ static int run_simple_op(struct apply_ctx *c, const struct cd_op *op,
     }
 }
 
-static int do_txn(struct apply_ctx *c, const struct cd_op *op,
+static int do_txn(struct apply_ctx *c,
+                  const struct cd_op *op,
                   struct cd_result *res)
 {
     int rc;
@@ -762,8 +774,10 @@ static int do_log_append(struct apply_ctx *c, const struct cd_op *op)
  * is refused (the client treats that as an unknown outcome).  A client
  * never has more than 64 writes in flight, so the window is enough.
  */
-static int dedup_check(struct apply_ctx *c, const struct cd_op *op,
-                       struct record_client *rec, int *found)
+static int dedup_check(struct apply_ctx *c,
+                       const struct cd_op *op,
+                       struct record_client *rec,
+                       int *found)
 {
     uint8_t key[RECORD_CLIENT_KEY];
     MDB_val k = {sizeof key, key};
@@ -798,8 +812,10 @@ static int dedup_check(struct apply_ctx *c, const struct cd_op *op,
     return 0;
 }
 
-static int dedup_record(struct apply_ctx *c, const struct cd_op *op,
-                        struct record_client *rec, int found)
+static int dedup_record(struct apply_ctx *c,
+                        const struct cd_op *op,
+                        struct record_client *rec,
+                        int found)
 {
     uint8_t key[RECORD_CLIENT_KEY];
     uint8_t val[RECORD_CLIENT_SIZE];
@@ -846,7 +862,8 @@ static int input_error(int rc)
     }
 }
 
-static int apply_op(struct apply_ctx *c, const struct cd_op *op,
+static int apply_op(struct apply_ctx *c,
+                    const struct cd_op *op,
                     struct cd_result *res)
 {
     struct record_client client;
@@ -888,8 +905,10 @@ static int apply_op(struct apply_ctx *c, const struct cd_op *op,
 
 #define APPLY_RETRY_NESTED 1
 
-static int apply_txn(struct store *s, const struct cd_batch *b,
-                     uint64_t raft_index, struct cd_result *results,
+static int apply_txn(struct store *s,
+                     const struct cd_batch *b,
+                     uint64_t raft_index,
+                     struct cd_result *results,
                      int nested)
 {
     struct apply_ctx c = {.s = s, .time_ms = b->time_ms};
@@ -977,8 +996,10 @@ abort:
     return rc;
 }
 
-int store_apply(struct store *s, const struct cd_batch *batch,
-                uint64_t raft_index, struct cd_result *results)
+int store_apply(struct store *s,
+                const struct cd_batch *batch,
+                uint64_t raft_index,
+                struct cd_result *results)
 {
     if (s == NULL || batch == NULL ||
         (batch->n_ops > 0 && (batch->ops == NULL || results == NULL))) {
@@ -1003,7 +1024,8 @@ static uint64_t wall_ms(void)
     return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
 }
 
-static int apply_one(struct store *s, const struct cd_op *op,
+static int apply_one(struct store *s,
+                     const struct cd_op *op,
                      struct cd_result *res)
 {
     struct cd_batch b = {.time_ms = wall_ms(), .ops = op, .n_ops = 1};
@@ -1011,12 +1033,15 @@ static int apply_one(struct store *s, const struct cd_op *op,
     return rc != 0 ? rc : res->status;
 }
 
-int store_put(struct store *s, const void *key, size_t key_len,
-              const void *value, size_t value_len, uint64_t *rev)
+int store_put(struct store *s,
+              const void *key,
+              size_t key_len,
+              const void *value,
+              size_t value_len,
+              uint64_t *rev)
 {
-    struct cd_op op = {.type = CD_OP_PUT,
-                       .key = {key, key_len},
-                       .value = {value, value_len}};
+    struct cd_op op = {
+        .type = CD_OP_PUT, .key = {key, key_len}, .value = {value, value_len}};
     struct cd_result res;
     int rc = apply_one(s, &op, &res);
     if (rc == 0 && rev != NULL) {
@@ -1025,7 +1050,9 @@ int store_put(struct store *s, const void *key, size_t key_len,
     return rc;
 }
 
-int store_delete(struct store *s, const void *key, size_t key_len,
+int store_delete(struct store *s,
+                 const void *key,
+                 size_t key_len,
                  uint64_t *n_deleted)
 {
     struct cd_op op = {.type = CD_OP_DELETE, .key = {key, key_len}};
@@ -1037,8 +1064,10 @@ int store_delete(struct store *s, const void *key, size_t key_len,
     return rc;
 }
 
-int store_delete_prefix(struct store *s, const void *prefix,
-                        size_t prefix_len, uint64_t *n_deleted)
+int store_delete_prefix(struct store *s,
+                        const void *prefix,
+                        size_t prefix_len,
+                        uint64_t *n_deleted)
 {
     struct cd_op op = {.type = CD_OP_DELETE_PREFIX,
                        .key = {prefix, prefix_len}};
@@ -1089,7 +1118,8 @@ int store_read_meta(struct store_read *r, struct store_meta *out)
     return store__meta_read(r->txn, r->s, out);
 }
 
-static int kv_from_record(const MDB_val *k, const MDB_val *v,
+static int kv_from_record(const MDB_val *k,
+                          const MDB_val *v,
                           struct store_kv *out)
 {
     struct record_kv rec;
@@ -1107,7 +1137,9 @@ static int kv_from_record(const MDB_val *k, const MDB_val *v,
     return 0;
 }
 
-int store_read_get(struct store_read *r, const void *key, size_t key_len,
+int store_read_get(struct store_read *r,
+                   const void *key,
+                   size_t key_len,
                    struct store_kv *out)
 {
     struct cd_buf kb = {key, key_len};
@@ -1124,9 +1156,15 @@ int store_read_get(struct store_read *r, const void *key, size_t key_len,
     return kv_from_record(&k, &v, out);
 }
 
-int store_read_range(struct store_read *r, const void *prefix,
-                     size_t prefix_len, const void *start, size_t start_len,
-                     size_t limit, store_kv_cb cb, void *arg, int *more)
+int store_read_range(struct store_read *r,
+                     const void *prefix,
+                     size_t prefix_len,
+                     const void *start,
+                     size_t start_len,
+                     size_t limit,
+                     store_kv_cb cb,
+                     void *arg,
+                     int *more)
 {
     MDB_cursor *cur;
     MDB_val k, v;
@@ -1149,8 +1187,7 @@ int store_read_range(struct store_read *r, const void *prefix,
     /* Begin at the later of prefix and start. */
     const void *from = prefix;
     size_t from_len = prefix_len;
-    if (start_len > 0 &&
-        cmp_bytes(start, start_len, prefix, prefix_len) > 0) {
+    if (start_len > 0 && cmp_bytes(start, start_len, prefix, prefix_len) > 0) {
         from = start;
         from_len = start_len;
     }
@@ -1189,7 +1226,8 @@ int store_read_range(struct store_read *r, const void *prefix,
     return 0;
 }
 
-int store__change_from_record(const MDB_val *k, const MDB_val *v,
+int store__change_from_record(const MDB_val *k,
+                              const MDB_val *v,
                               struct store_change *out)
 {
     struct record_change rec;
@@ -1215,8 +1253,12 @@ int store__change_from_record(const MDB_val *k, const MDB_val *v,
     return 0;
 }
 
-int store_read_changes(struct store_read *r, uint64_t since, size_t limit,
-                       store_change_cb cb, void *arg, uint64_t *next_since)
+int store_read_changes(struct store_read *r,
+                       uint64_t since,
+                       size_t limit,
+                       store_change_cb cb,
+                       void *arg,
+                       uint64_t *next_since)
 {
     struct store_meta m;
     MDB_cursor *cur;
@@ -1243,8 +1285,7 @@ int store_read_changes(struct store_read *r, uint64_t since, size_t limit,
     if (since == m.revision) {
         return 0;
     }
-    if ((rc = mdb_cursor_open(r->txn, r->s->dbi[STORE__CHANGES], &cur)) !=
-        0) {
+    if ((rc = mdb_cursor_open(r->txn, r->s->dbi[STORE__CHANGES], &cur)) != 0) {
         return store__lmdb_err(rc);
     }
     record_change_key(key, since + 1, 0);
@@ -1282,8 +1323,11 @@ int store_read_changes(struct store_read *r, uint64_t since, size_t limit,
     return 0;
 }
 
-int store_read_logs(struct store_read *r, uint64_t child_id,
-                    uint64_t from_seq, size_t limit, store_log_cb cb,
+int store_read_logs(struct store_read *r,
+                    uint64_t child_id,
+                    uint64_t from_seq,
+                    size_t limit,
+                    store_log_cb cb,
                     void *arg)
 {
     MDB_cursor *cur;
@@ -1302,8 +1346,8 @@ int store_read_logs(struct store_read *r, uint64_t child_id,
         struct store_log l;
         if ((rc = record_log_key_decode(k.mv_data, k.mv_size, &l.child_id,
                                         &l.seq)) != 0 ||
-            (rc = record_log_decode(v.mv_data, v.mv_size, &l.time_ms,
-                                    &l.record, &l.record_len)) != 0) {
+            (rc = record_log_decode(v.mv_data, v.mv_size, &l.time_ms, &l.record,
+                                    &l.record_len)) != 0) {
             mdb_cursor_close(cur);
             return rc;
         }

@@ -62,13 +62,14 @@ enum store_durability {
     STORE_DURABLE_NONE = 2,
 };
 
-struct store_config {
-    const char *path;        /* the LMDB file; "<path>-lock" is its lock */
-    size_t map_size;         /* bytes; the store can never grow past it */
-    size_t max_value;        /* largest value accepted by put */
-    unsigned max_readers;    /* concurrent read views, all processes */
+struct store_config
+{
+    const char *path;     /* the LMDB file; "<path>-lock" is its lock */
+    size_t map_size;      /* bytes; the store can never grow past it */
+    size_t max_value;     /* largest value accepted by put */
+    unsigned max_readers; /* concurrent read views, all processes */
     enum store_durability durability;
-    int read_only;           /* open an existing store for reading only */
+    int read_only; /* open an existing store for reading only */
 };
 
 /* Defaults: 1 GiB map, 1 MiB values, 126 readers, STORE_DURABLE_EACH. */
@@ -101,19 +102,29 @@ void store_close(struct store *s);
  * Whole-call errors (nothing applied, index not recorded): -EALREADY,
  * CD_EMAPFULL, -EIO, CD_ECORRUPT, -EROFS (read-only store), -EINVAL.
  */
-int store_apply(struct store *s, const struct cd_batch *batch,
-                uint64_t raft_index, struct cd_result *results);
+int store_apply(struct store *s,
+                const struct cd_batch *batch,
+                uint64_t raft_index,
+                struct cd_result *results);
 
 /* One-op wrappers around store_apply(..., raft_index 0, ...) for local
  * writes (tools, tests, a child's own records): the batch time is this
  * node's wall clock.  They return the op's status.  rev / n_deleted may be
  * NULL. */
-int store_put(struct store *s, const void *key, size_t key_len,
-              const void *value, size_t value_len, uint64_t *rev);
-int store_delete(struct store *s, const void *key, size_t key_len,
+int store_put(struct store *s,
+              const void *key,
+              size_t key_len,
+              const void *value,
+              size_t value_len,
+              uint64_t *rev);
+int store_delete(struct store *s,
+                 const void *key,
+                 size_t key_len,
                  uint64_t *n_deleted);
-int store_delete_prefix(struct store *s, const void *prefix,
-                        size_t prefix_len, uint64_t *n_deleted);
+int store_delete_prefix(struct store *s,
+                        const void *prefix,
+                        size_t prefix_len,
+                        uint64_t *n_deleted);
 /* Drop the history of revisions <= rev.  CD_EBADREV if rev > revision,
  * CD_ECOMPACTED if rev <= the compaction revision. */
 int store_compact(struct store *s, uint64_t rev);
@@ -128,7 +139,8 @@ int store_set_contact(struct store *s, uint64_t contact_ms);
 
 /* --- Reading ----------------------------------------------------------- */
 
-struct store_meta {
+struct store_meta
+{
     uint64_t revision;      /* last revision written to kv */
     uint64_t applied_index; /* last Raft index applied, 0 if none */
     uint64_t cluster_id;    /* 0 until set */
@@ -140,7 +152,8 @@ struct store_meta {
 
 /* A key and its value as stored.  Pointers borrow from the read view (or,
  * in a range callback, are valid during the callback only). */
-struct store_kv {
+struct store_kv
+{
     const void *key;
     size_t key_len;
     const void *value;
@@ -154,14 +167,16 @@ enum store_change_type { STORE_CHANGE_PUT = 1, STORE_CHANGE_DELETE = 2 };
 
 /* One key change in the history.  For a delete, kv.value is empty,
  * kv.mod_rev is the deleting revision and kv.version is 0. */
-struct store_change {
+struct store_change
+{
     uint64_t revision;
     uint32_t sub;
     enum store_change_type type;
     struct store_kv kv;
 };
 
-struct store_log {
+struct store_log
+{
     uint64_t child_id;
     uint64_t seq;
     uint64_t time_ms;
@@ -180,7 +195,9 @@ void store_read_end(struct store_read *r);
 int store_read_meta(struct store_read *r, struct store_meta *out);
 
 /* CD_ENOTFOUND if absent; CD_EBADKEY / CD_EKEYTOOBIG for bad keys. */
-int store_read_get(struct store_read *r, const void *key, size_t key_len,
+int store_read_get(struct store_read *r,
+                   const void *key,
+                   size_t key_len,
                    struct store_kv *out);
 
 /* Return nonzero from a callback to stop the walk early (not an error). */
@@ -194,9 +211,15 @@ typedef int (*store_log_cb)(void *arg, const struct store_log *l);
  * (0: no limit).  *more (may be NULL) is set when keys remain after the
  * last one delivered.
  */
-int store_read_range(struct store_read *r, const void *prefix,
-                     size_t prefix_len, const void *start, size_t start_len,
-                     size_t limit, store_kv_cb cb, void *arg, int *more);
+int store_read_range(struct store_read *r,
+                     const void *prefix,
+                     size_t prefix_len,
+                     const void *start,
+                     size_t start_len,
+                     size_t limit,
+                     store_kv_cb cb,
+                     void *arg,
+                     int *more);
 
 /*
  * The changes with revision > since, in order.  limit (0: none) counts
@@ -205,17 +228,25 @@ int store_read_range(struct store_read *r, const void *prefix,
  * pass next time.  CD_ECOMPACTED if since < the compaction revision (the
  * caller needs a snapshot instead); CD_EBADREV if since > revision.
  */
-int store_read_changes(struct store_read *r, uint64_t since, size_t limit,
-                       store_change_cb cb, void *arg, uint64_t *next_since);
+int store_read_changes(struct store_read *r,
+                       uint64_t since,
+                       size_t limit,
+                       store_change_cb cb,
+                       void *arg,
+                       uint64_t *next_since);
 
 /* Log records of child_id from seq from_seq on, at most limit (0: none). */
-int store_read_logs(struct store_read *r, uint64_t child_id,
-                    uint64_t from_seq, size_t limit, store_log_cb cb,
+int store_read_logs(struct store_read *r,
+                    uint64_t child_id,
+                    uint64_t from_seq,
+                    size_t limit,
+                    store_log_cb cb,
                     void *arg);
 
 /* --- Snapshots, backup and restore ------------------------------------- */
 
-struct store_snapshot_info {
+struct store_snapshot_info
+{
     uint64_t bytes;         /* LMDB copy size, header and trailer excluded */
     uint32_t crc32;         /* of the LMDB copy */
     struct store_meta meta; /* of the copied state (restore/verify only) */
@@ -247,7 +278,8 @@ int store_restore(struct store *s, int fd, struct store_snapshot_info *info);
  * Check a snapshot read from fd without touching any store; tmp_path is
  * where its LMDB copy is written while checking (removed after).
  */
-int store_snapshot_verify(int fd, const char *tmp_path,
+int store_snapshot_verify(int fd,
+                          const char *tmp_path,
                           struct store_snapshot_info *info);
 
 /* --- Consistency ------------------------------------------------------- */

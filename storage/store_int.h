@@ -34,7 +34,8 @@ enum {
 #define META_CONTACT "meta/contact_ms"
 #define META_FORMAT "meta/format"
 
-struct store {
+struct store
+{
     MDB_env *env;
     MDB_dbi dbi[STORE__NDB];
     struct store_config cfg;
@@ -44,7 +45,8 @@ struct store {
     size_t scratch_len;
 };
 
-struct store_read {
+struct store_read
+{
     struct store *s;
     MDB_txn *txn;
 };
@@ -52,12 +54,17 @@ struct store_read {
 /* Translate an LMDB return code into a project code. */
 int store__lmdb_err(int rc);
 int store__open_dbs(MDB_txn *txn, MDB_dbi *dbi, int create);
-int store__meta_get(MDB_txn *txn, struct store *s, const char *name,
+int store__meta_get(MDB_txn *txn,
+                    struct store *s,
+                    const char *name,
                     uint64_t *out);
-int store__meta_put(MDB_txn *txn, struct store *s, const char *name,
+int store__meta_put(MDB_txn *txn,
+                    struct store *s,
+                    const char *name,
                     uint64_t value);
 int store__meta_read(MDB_txn *txn, struct store *s, struct store_meta *m);
-int store__change_from_record(const MDB_val *k, const MDB_val *v,
+int store__change_from_record(const MDB_val *k,
+                              const MDB_val *v,
                               struct store_change *out);
 
 #endif

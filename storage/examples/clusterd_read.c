@@ -15,8 +15,11 @@
 #include <stdlib.h>
 #include <string.h>
 
-static int print_one(void *arg, const char *key, size_t key_len,
-                     const char *value, size_t value_len)
+static int print_one(void *arg,
+                     const char *key,
+                     size_t key_len,
+                     const char *value,
+                     size_t value_len)
 {
     (void)arg;
     printf("%.*s = %.*s\n", (int)key_len, key, (int)value_len, value);
@@ -34,8 +37,9 @@ int main(int argc, char **argv)
         i = 3;
     }
     if (i >= argc) {
-        fprintf(stderr, "usage: clusterd-read [-d FILE] KEY | --prefix P | "
-                        "--status\n");
+        fprintf(stderr,
+                "usage: clusterd-read [-d FILE] KEY | --prefix P | "
+                "--status\n");
         return 2;
     }
     if ((rc = clusterd_open(path, &db)) != 0) {
@@ -46,13 +50,12 @@ int main(int argc, char **argv)
         struct clusterd_staleness st;
         rc = clusterd_staleness(db, &st);
         if (rc == 0) {
-            printf("revision %" PRIu64 ", last change %" PRIu64
-                   " ms ago\n",
+            printf("revision %" PRIu64 ", last change %" PRIu64 " ms ago\n",
                    st.revision, st.age_ms);
         }
     } else if (strcmp(argv[i], "--prefix") == 0 && i + 1 < argc) {
-        rc = clusterd_range(db, argv[i + 1], strlen(argv[i + 1]), 0,
-                            print_one, NULL);
+        rc = clusterd_range(db, argv[i + 1], strlen(argv[i + 1]), 0, print_one,
+                            NULL);
     } else {
         char *value;
         size_t len;

@@ -214,7 +214,8 @@ static double point_reads(void)
         }
         for (int i = 0; i < PER_TXN; i++) {
             struct store_kv kv;
-            const char *key = all[order[o++ % (sizeof order / sizeof order[0])]];
+            const char *key =
+                all[order[o++ % (sizeof order / sizeof order[0])]];
             rc = store_read_get(r, key, 17, &kv);
             if (rc != 0) {
                 die("get", rc);
@@ -268,8 +269,8 @@ int main(int argc, char **argv)
     mkdir(dir, 0755);
 
     double fs[50], dc[50], ec[50], ratio_d[50], ratio_e[50];
-    printf("bench-store: %s, %d interleaved rounds of %.1f s\n", dir,
-           rounds, seconds);
+    printf("bench-store: %s, %d interleaved rounds of %.1f s\n", dir, rounds,
+           seconds);
     printf("%-6s %14s %16s %16s\n", "round", "fdatasync/s", "synced/s",
            "each-durable/s");
     for (int r = 0; r < rounds; r++) {

@@ -36,16 +36,16 @@
 
 #define FUZZ_MAX_FRAME (64u << 10)
 
-int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size);
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
-static void die(const char* what, int rc)
+static void die(const char *what, int rc)
 {
     fprintf(stderr, "fuzz_frame: %s (%s)\n", what, cd_errname(rc));
     abort();
 }
 
 /* Decoding may refuse input only with the codes codec.h documents. */
-static void check_refusal(const char* what, int rc)
+static void check_refusal(const char *what, int rc)
 {
     if (rc != CD_EMALFORMED && rc != CD_EBADOP && rc != CD_ETOOMANY &&
         rc != -ENOMEM) {
@@ -53,13 +53,13 @@ static void check_refusal(const char* what, int rc)
     }
 }
 
-static void check_envelope(const uint8_t* payload, size_t len)
+static void check_envelope(const uint8_t *payload, size_t len)
 {
     struct cd_msg m;
     struct cd_msg again;
-    uint8_t* frame;
+    uint8_t *frame;
     size_t frame_len;
-    const char* diff;
+    const char *diff;
     int rc;
 
     rc = codec_decode(payload, len, &m);
@@ -94,13 +94,13 @@ static void check_envelope(const uint8_t* payload, size_t len)
     free(frame);
 }
 
-static void check_command(const uint8_t* payload, size_t len)
+static void check_command(const uint8_t *payload, size_t len)
 {
     struct codec_command c;
     struct codec_command again;
-    uint8_t* buf;
+    uint8_t *buf;
     size_t buf_len;
-    const char* diff;
+    const char *diff;
     int rc;
 
     rc = codec_command_decode(payload, len, &c);
@@ -130,8 +130,8 @@ static void check_command(const uint8_t* payload, size_t len)
 }
 
 /* Feed stream[from, to) as one read; returns what the reader last said. */
-static int feed_read(struct codec_reader* r,
-                     uint8_t* stream,
+static int feed_read(struct codec_reader *r,
+                     uint8_t *stream,
                      size_t size,
                      size_t from,
                      size_t to)
@@ -142,7 +142,7 @@ static int feed_read(struct codec_reader* r,
     ASAN_POISON_MEMORY_REGION(stream, from);
     ASAN_POISON_MEMORY_REGION(stream + to, size - to);
     while (used < to) {
-        const uint8_t* payload;
+        const uint8_t *payload;
         size_t payload_len;
         size_t consumed;
 
@@ -173,11 +173,11 @@ static int feed_read(struct codec_reader* r,
     return rc;
 }
 
-int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size)
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
     static const size_t splits[8] = {1, 2, 3, 5, 7, 64, 4096, SIZE_MAX};
     struct codec_reader r;
-    uint8_t* stream;
+    uint8_t *stream;
     unsigned split;
     unsigned step;
     size_t chunk;
@@ -221,11 +221,11 @@ int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size)
     }
     if (rc == CD_EFRAMETOOBIG) {
         /* Sticky: the stream is dead from here on. */
-        const uint8_t* payload;
+        const uint8_t *payload;
         size_t payload_len;
         size_t consumed;
 
-        rc = codec_reader_feed(&r, (const uint8_t*)"\0\0\0\0", 4, &consumed,
+        rc = codec_reader_feed(&r, (const uint8_t *)"\0\0\0\0", 4, &consumed,
                                &payload, &payload_len);
         if (rc != CD_EFRAMETOOBIG || consumed != 0) {
             die("CD_EFRAMETOOBIG did not stick", rc);

@@ -26,15 +26,15 @@
         (s), sizeof(s) - 1 \
     }
 
-static const char* dir;
+static const char *dir;
 
-static void write_seed(const char* name,
+static void write_seed(const char *name,
                        uint8_t split,
-                       const uint8_t* data,
+                       const uint8_t *data,
                        size_t len)
 {
     char path[4096];
-    FILE* f;
+    FILE *f;
 
     snprintf(path, sizeof(path), "%s/%s", dir, name);
     f = fopen(path, "wb");
@@ -109,7 +109,7 @@ static const struct cd_log_record records[] = {
     {.seq = 1, .time_ms = 5, .record = BUF("rec")},
 };
 
-static void sample(enum cd_msg_type t, struct cd_msg* m)
+static void sample(enum cd_msg_type t, struct cd_msg *m)
 {
     memset(m, 0, sizeof(*m));
     m->type = t;
@@ -198,12 +198,12 @@ static void sample(enum cd_msg_type t, struct cd_msg* m)
     }
 }
 
-int main(int argc, char** argv)
+int main(int argc, char **argv)
 {
-    uint8_t* all = NULL;
-    uint8_t* grown;
+    uint8_t *all = NULL;
+    uint8_t *grown;
     size_t all_len = 0;
-    uint8_t* frame;
+    uint8_t *frame;
     size_t len;
     char name[64];
     int rc;
@@ -227,7 +227,7 @@ int main(int argc, char** argv)
             return 1;
         }
         snprintf(name, sizeof(name), "%s", codec_msg_type_name(m.type));
-        for (char* p = name; *p != '\0'; p++) {
+        for (char *p = name; *p != '\0'; p++) {
             *p = (char)(*p >= 'A' && *p <= 'Z' ? *p - 'A' + 'a' : *p);
         }
         write_seed(name, 7, frame, len);
@@ -246,7 +246,7 @@ int main(int argc, char** argv)
     /* A bare Command as a frame's payload, for the Command decoder. */
     {
         struct cd_batch b = {.time_ms = 1000, .ops = ops, .n_ops = 4};
-        uint8_t* cmd;
+        uint8_t *cmd;
         size_t cmd_len;
 
         rc = codec_command_encode(&b, 7, NULL, &cmd, &cmd_len);
@@ -266,8 +266,8 @@ int main(int argc, char** argv)
     }
 
     /* Edge frames: empty, and one announcing more than the maximum. */
-    write_seed("zero_length", 1, (const uint8_t*)"\0\0\0\0", 4);
-    write_seed("oversize", 2, (const uint8_t*)"\x7f\xff\xff\xff", 4);
+    write_seed("zero_length", 1, (const uint8_t *)"\0\0\0\0", 4);
+    write_seed("oversize", 2, (const uint8_t *)"\x7f\xff\xff\xff", 4);
     free(all);
     return 0;
 }

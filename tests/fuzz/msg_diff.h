@@ -23,8 +23,8 @@
 
 static char msg_diff_where[256];
 
-static inline const char* msg_diff_at(const char* prefix,
-                                      const char* field,
+static inline const char *msg_diff_at(const char *prefix,
+                                      const char *field,
                                       size_t index)
 {
     if (index == (size_t)-1) {
@@ -41,7 +41,7 @@ static inline bool msg_diff_buf_eq(struct cd_buf a, struct cd_buf b)
     return a.len == b.len && (a.len == 0 || memcmp(a.data, b.data, a.len) == 0);
 }
 
-static inline bool msg_diff_str_eq(const char* a, const char* b)
+static inline bool msg_diff_str_eq(const char *a, const char *b)
 {
     if (a == NULL || b == NULL) {
         return a == b;
@@ -55,9 +55,9 @@ static inline bool msg_diff_flag_eq(int a, int b)
 }
 
 /* Compare two ops; name is the path of the op for the report. */
-static inline const char* op_diff(const char* name,
-                                  const struct cd_op* a,
-                                  const struct cd_op* b)
+static inline const char *op_diff(const char *name,
+                                  const struct cd_op *a,
+                                  const struct cd_op *b)
 {
     char path[128];
     size_t i;
@@ -93,8 +93,8 @@ static inline const char* op_diff(const char* name,
         return msg_diff_at(name, ".n_compares", (size_t)-1);
     }
     for (i = 0; i < a->n_compares; i++) {
-        const struct cd_compare* x = &a->compares[i];
-        const struct cd_compare* y = &b->compares[i];
+        const struct cd_compare *x = &a->compares[i];
+        const struct cd_compare *y = &b->compares[i];
 
         snprintf(path, sizeof(path), "%s.compares", name);
         if (!msg_diff_buf_eq(x->key, y->key)) {
@@ -117,7 +117,7 @@ static inline const char* op_diff(const char* name,
         return msg_diff_at(name, ".n_then", (size_t)-1);
     }
     for (i = 0; i < a->n_then; i++) {
-        const char* d;
+        const char *d;
 
         snprintf(path, sizeof(path), "%s.then_ops[%zu]", name, i);
         d = op_diff(path, &a->then_ops[i], &b->then_ops[i]);
@@ -129,7 +129,7 @@ static inline const char* op_diff(const char* name,
         return msg_diff_at(name, ".n_else", (size_t)-1);
     }
     for (i = 0; i < a->n_else; i++) {
-        const char* d;
+        const char *d;
 
         snprintf(path, sizeof(path), "%s.else_ops[%zu]", name, i);
         d = op_diff(path, &a->else_ops[i], &b->else_ops[i]);
@@ -140,9 +140,9 @@ static inline const char* op_diff(const char* name,
     return NULL;
 }
 
-static inline const char* batch_diff(const char* name,
-                                     const struct cd_batch* a,
-                                     const struct cd_batch* b)
+static inline const char *batch_diff(const char *name,
+                                     const struct cd_batch *a,
+                                     const struct cd_batch *b)
 {
     char path[128];
     size_t i;
@@ -154,7 +154,7 @@ static inline const char* batch_diff(const char* name,
         return msg_diff_at(name, ".n_ops", (size_t)-1);
     }
     for (i = 0; i < a->n_ops; i++) {
-        const char* d;
+        const char *d;
 
         snprintf(path, sizeof(path), "%s.ops[%zu]", name, i);
         d = op_diff(path, &a->ops[i], &b->ops[i]);
@@ -165,10 +165,10 @@ static inline const char* batch_diff(const char* name,
     return NULL;
 }
 
-static inline const char* kv_diff(const char* name,
+static inline const char *kv_diff(const char *name,
                                   size_t i,
-                                  const struct cd_kv* a,
-                                  const struct cd_kv* b)
+                                  const struct cd_kv *a,
+                                  const struct cd_kv *b)
 {
     if (!msg_diff_buf_eq(a->key, b->key)) {
         return msg_diff_at(name, ".key", i);
@@ -205,11 +205,11 @@ static inline const char* kv_diff(const char* name,
         return msg_diff_at("u.", #field, (size_t)-1); \
     }
 
-static inline const char* msg_diff(const struct cd_msg* a,
-                                   const struct cd_msg* b)
+static inline const char *msg_diff(const struct cd_msg *a,
+                                   const struct cd_msg *b)
 {
     size_t i;
-    const char* d;
+    const char *d;
 
     if (a->type != b->type) {
         return "type";
@@ -268,8 +268,8 @@ static inline const char* msg_diff(const struct cd_msg* a,
         case CD_MSG_CHANGES:
             MSG_DIFF_NUM(changes.n_events);
             for (i = 0; i < a->u.changes.n_events; i++) {
-                const struct cd_event* x = &a->u.changes.events[i];
-                const struct cd_event* y = &b->u.changes.events[i];
+                const struct cd_event *x = &a->u.changes.events[i];
+                const struct cd_event *y = &b->u.changes.events[i];
 
                 if (x->type != y->type) {
                     return msg_diff_at("u.changes.events", ".type", i);
@@ -300,8 +300,8 @@ static inline const char* msg_diff(const struct cd_msg* a,
         case CD_MSG_MEMBERS_RESP:
             MSG_DIFF_NUM(members_resp.n_members);
             for (i = 0; i < a->u.members_resp.n_members; i++) {
-                const struct cd_member* x = &a->u.members_resp.members[i];
-                const struct cd_member* y = &b->u.members_resp.members[i];
+                const struct cd_member *x = &a->u.members_resp.members[i];
+                const struct cd_member *y = &b->u.members_resp.members[i];
 
                 if (x->id != y->id) {
                     return msg_diff_at("u.members_resp.members", ".id", i);
@@ -353,8 +353,8 @@ static inline const char* msg_diff(const struct cd_msg* a,
             MSG_DIFF_NUM(log_upload.child_id);
             MSG_DIFF_NUM(log_upload.n_records);
             for (i = 0; i < a->u.log_upload.n_records; i++) {
-                const struct cd_log_record* x = &a->u.log_upload.records[i];
-                const struct cd_log_record* y = &b->u.log_upload.records[i];
+                const struct cd_log_record *x = &a->u.log_upload.records[i];
+                const struct cd_log_record *y = &b->u.log_upload.records[i];
 
                 if (x->seq != y->seq) {
                     return msg_diff_at("u.log_upload.records", ".seq", i);

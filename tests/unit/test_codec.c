@@ -42,7 +42,7 @@
 
 #define expect_no_diff(diff, what)                                          \
     do {                                                                    \
-        const char* d_ = (diff);                                            \
+        const char *d_ = (diff);                                            \
         if (d_ != NULL) {                                                   \
             fail_msg("%s: decoded differs from the original at %s", (what), \
                      d_);                                                   \
@@ -55,12 +55,12 @@ enum { WT_VARINT = 0, WT_64BIT = 1, WT_LEN = 2, WT_32BIT = 5 };
 
 struct pbw
 {
-    uint8_t* buf;
+    uint8_t *buf;
     size_t len;
     size_t cap;
 };
 
-static void pbw_raw(struct pbw* w, const void* p, size_t n)
+static void pbw_raw(struct pbw *w, const void *p, size_t n)
 {
     if (w->len + n > w->cap) {
         size_t cap = w->cap != 0 ? w->cap : 64;
@@ -78,7 +78,7 @@ static void pbw_raw(struct pbw* w, const void* p, size_t n)
     w->len += n;
 }
 
-static void pbw_varint(struct pbw* w, uint64_t v)
+static void pbw_varint(struct pbw *w, uint64_t v)
 {
     uint8_t b[10];
     size_t n = 0;
@@ -94,51 +94,51 @@ static void pbw_varint(struct pbw* w, uint64_t v)
     pbw_raw(w, b, n);
 }
 
-static void pbw_tag(struct pbw* w, unsigned field, unsigned wire_type)
+static void pbw_tag(struct pbw *w, unsigned field, unsigned wire_type)
 {
     pbw_varint(w, (uint64_t)field << 3 | wire_type);
 }
 
-static void pbw_uint(struct pbw* w, unsigned field, uint64_t v)
+static void pbw_uint(struct pbw *w, unsigned field, uint64_t v)
 {
     pbw_tag(w, field, WT_VARINT);
     pbw_varint(w, v);
 }
 
 /* An enum or int32 as protobuf writes it: negatives are ten bytes. */
-static void pbw_int(struct pbw* w, unsigned field, int64_t v)
+static void pbw_int(struct pbw *w, unsigned field, int64_t v)
 {
     pbw_uint(w, field, (uint64_t)v);
 }
 
-static void pbw_bytes(struct pbw* w, unsigned field, const void* p, size_t n)
+static void pbw_bytes(struct pbw *w, unsigned field, const void *p, size_t n)
 {
     pbw_tag(w, field, WT_LEN);
     pbw_varint(w, n);
     pbw_raw(w, p, n);
 }
 
-static void pbw_str(struct pbw* w, unsigned field, const char* s)
+static void pbw_str(struct pbw *w, unsigned field, const char *s)
 {
     pbw_bytes(w, field, s, strlen(s));
 }
 
 /* Append sub as a nested message and release it. */
-static void pbw_msg(struct pbw* w, unsigned field, struct pbw* sub)
+static void pbw_msg(struct pbw *w, unsigned field, struct pbw *sub)
 {
     pbw_bytes(w, field, sub->buf, sub->len);
     free(sub->buf);
     memset(sub, 0, sizeof(*sub));
 }
 
-static void pbw_free(struct pbw* w)
+static void pbw_free(struct pbw *w)
 {
     free(w->buf);
     memset(w, 0, sizeof(*w));
 }
 
 /* Envelope{request_id = 1, <field> = body}; body is released. */
-static struct pbw envelope(unsigned field, struct pbw* body)
+static struct pbw envelope(unsigned field, struct pbw *body)
 {
     struct pbw e = {0};
 
@@ -148,7 +148,7 @@ static struct pbw envelope(unsigned field, struct pbw* body)
 }
 
 /* Decode w as an Envelope payload, free what decoded, release w. */
-static int decode_rc(struct pbw* w)
+static int decode_rc(struct pbw *w)
 {
     struct cd_msg m;
     int rc = codec_decode(w->buf, w->len, &m);
@@ -163,7 +163,7 @@ static int decode_rc(struct pbw* w)
     return rc;
 }
 
-static int command_decode_rc(struct pbw* w)
+static int command_decode_rc(struct pbw *w)
 {
     struct codec_command c;
     int rc = codec_command_decode(w->buf, w->len, &c);
@@ -317,7 +317,7 @@ static const enum cd_msg_type all_types[] = {
 #define N_ALL_TYPES (sizeof(all_types) / sizeof(all_types[0]))
 
 /* A message of type t with every field set to something nonzero. */
-static void sample_msg(enum cd_msg_type t, struct cd_msg* m)
+static void sample_msg(enum cd_msg_type t, struct cd_msg *m)
 {
     memset(m, 0, sizeof(*m));
     m->type = t;
@@ -428,7 +428,7 @@ static void sample_msg(enum cd_msg_type t, struct cd_msg* m)
     }
 }
 
-static int setup(void** state)
+static int setup(void **state)
 {
     (void)state;
     sample_ops_init();
@@ -436,10 +436,10 @@ static int setup(void** state)
 }
 
 /* Encode m, check the frame header, decode the payload into *out. */
-static void encode_decode(const struct cd_msg* m,
-                          struct cd_msg* out,
-                          uint8_t** frame,
-                          size_t* frame_len)
+static void encode_decode(const struct cd_msg *m,
+                          struct cd_msg *out,
+                          uint8_t **frame,
+                          size_t *frame_len)
 {
     expect_rc(codec_encode(m, 0, frame, frame_len), 0);
     assert_non_null(*frame);
@@ -458,7 +458,7 @@ static void encode_decode(const struct cd_msg* m,
 
 /* --- names and error replies ------------------------------------------- */
 
-static void test_type_names(void** state)
+static void test_type_names(void **state)
 {
     (void)state;
     assert_string_equal(codec_msg_type_name(CD_MSG_WRITE), "WRITE");
@@ -475,11 +475,11 @@ static void test_type_names(void** state)
     }
 }
 
-static void test_error_msg(void** state)
+static void test_error_msg(void **state)
 {
     struct cd_msg m;
     struct cd_msg d;
-    uint8_t* frame;
+    uint8_t *frame;
     size_t len;
 
     (void)state;
@@ -514,14 +514,14 @@ static void test_error_msg(void** state)
 
 /* --- round trips ------------------------------------------------------- */
 
-static void test_roundtrip_every_type(void** state)
+static void test_roundtrip_every_type(void **state)
 {
     (void)state;
     for (size_t i = 0; i < N_ALL_TYPES; i++) {
         struct cd_msg m;
         struct cd_msg d;
-        uint8_t* frame;
-        uint8_t* again;
+        uint8_t *frame;
+        uint8_t *again;
         size_t len;
         size_t again_len;
 
@@ -547,11 +547,11 @@ static void test_roundtrip_every_type(void** state)
 }
 
 /* Absent optional content decodes as NULL / 0, not as empty strings. */
-static void test_roundtrip_absent_fields(void** state)
+static void test_roundtrip_absent_fields(void **state)
 {
     struct cd_msg m = {.type = CD_MSG_STATUS_RESP, .request_id = 0};
     struct cd_msg d;
-    uint8_t* frame;
+    uint8_t *frame;
     size_t len;
 
     (void)state;
@@ -580,13 +580,13 @@ static void test_roundtrip_absent_fields(void** state)
 }
 
 /* Every op type as the body of a write, except LOG_APPEND. */
-static void test_roundtrip_write_each_op(void** state)
+static void test_roundtrip_write_each_op(void **state)
 {
     (void)state;
     for (size_t i = 0; i < 6; i++) {
         struct cd_msg m = {.type = CD_MSG_WRITE, .request_id = i};
         struct cd_msg d;
-        uint8_t* frame;
+        uint8_t *frame;
         size_t len;
 
         m.u.write.op = sample_ops[i];
@@ -605,21 +605,21 @@ static void test_roundtrip_write_each_op(void** state)
 static size_t alloc_calls;
 static size_t alloc_last_size;
 
-static void* counting_alloc(size_t size)
+static void *counting_alloc(size_t size)
 {
     alloc_calls++;
     alloc_last_size = size;
     return malloc(size);
 }
 
-static void test_command_roundtrip(void** state)
+static void test_command_roundtrip(void **state)
 {
     struct cd_batch b = {
         .time_ms = 1700000000456ull, .ops = sample_ops, .n_ops = 6};
     struct codec_command c;
-    uint8_t* buf;
+    uint8_t *buf;
     size_t len;
-    uint8_t* buf0;
+    uint8_t *buf0;
     size_t len0;
 
     (void)state;
@@ -666,16 +666,16 @@ static void test_command_roundtrip(void** state)
     free(buf);
 }
 
-static void* failing_alloc(size_t size)
+static void *failing_alloc(size_t size)
 {
     (void)size;
     return NULL;
 }
 
-static void test_command_alloc_failure(void** state)
+static void test_command_alloc_failure(void **state)
 {
     struct cd_batch b = {.time_ms = 1, .ops = sample_ops, .n_ops = 1};
-    uint8_t* buf = (uint8_t*)&b;
+    uint8_t *buf = (uint8_t *)&b;
     size_t len = 99;
 
     (void)state;
@@ -687,7 +687,7 @@ static void test_command_alloc_failure(void** state)
 /* --- framing ----------------------------------------------------------- */
 
 /* Three frames of different types back to back; caller frees *out. */
-static void three_frames(uint8_t** out, size_t* out_len, size_t ends[3])
+static void three_frames(uint8_t **out, size_t *out_len, size_t ends[3])
 {
     static const enum cd_msg_type types[3] = {CD_MSG_GET, CD_MSG_COMMAND,
                                               CD_MSG_OK};
@@ -695,7 +695,7 @@ static void three_frames(uint8_t** out, size_t* out_len, size_t ends[3])
 
     for (int i = 0; i < 3; i++) {
         struct cd_msg m;
-        uint8_t* f;
+        uint8_t *f;
         size_t n;
 
         sample_msg(types[i], &m);
@@ -709,7 +709,7 @@ static void three_frames(uint8_t** out, size_t* out_len, size_t ends[3])
 }
 
 /* Decode a frame handed out by the reader and check it is the i-th. */
-static void check_frame(int i, const uint8_t* payload, size_t len)
+static void check_frame(int i, const uint8_t *payload, size_t len)
 {
     static const enum cd_msg_type types[3] = {CD_MSG_GET, CD_MSG_COMMAND,
                                               CD_MSG_OK};
@@ -726,10 +726,10 @@ static void check_frame(int i, const uint8_t* payload, size_t len)
     codec_msg_free(&got);
 }
 
-static void test_reader_byte_by_byte(void** state)
+static void test_reader_byte_by_byte(void **state)
 {
     struct codec_reader r;
-    uint8_t* stream;
+    uint8_t *stream;
     size_t len;
     size_t ends[3];
     int frames = 0;
@@ -740,8 +740,8 @@ static void test_reader_byte_by_byte(void** state)
     for (size_t i = 0; i < len; i++) {
         /* A private copy of each byte, so that ASan catches any read
          * past what was given. */
-        uint8_t* one = malloc(1);
-        const uint8_t* payload;
+        uint8_t *one = malloc(1);
+        const uint8_t *payload;
         size_t payload_len;
         size_t consumed;
         int rc;
@@ -767,10 +767,10 @@ static void test_reader_byte_by_byte(void** state)
     free(stream);
 }
 
-static void test_reader_many_frames_one_buffer(void** state)
+static void test_reader_many_frames_one_buffer(void **state)
 {
     struct codec_reader r;
-    uint8_t* stream;
+    uint8_t *stream;
     size_t len;
     size_t ends[3];
     size_t want_end;
@@ -781,7 +781,7 @@ static void test_reader_many_frames_one_buffer(void** state)
     three_frames(&stream, &len, ends);
     codec_reader_init(&r, CODEC_DEFAULT_MAX_FRAME);
     while (off < len) {
-        const uint8_t* payload;
+        const uint8_t *payload;
         size_t payload_len;
         size_t consumed;
         int rc = codec_reader_feed(&r, stream + off, len - off, &consumed,
@@ -804,7 +804,7 @@ static void test_reader_many_frames_one_buffer(void** state)
 
     /* Nothing left over: an empty feed asks for more. */
     {
-        const uint8_t* payload;
+        const uint8_t *payload;
         size_t payload_len;
         size_t consumed;
 
@@ -826,7 +826,7 @@ static void test_reader_many_frames_one_buffer(void** state)
         size_t chunk_end = off < cut ? cut : len;
 
         while (off < chunk_end) {
-            const uint8_t* payload;
+            const uint8_t *payload;
             size_t payload_len;
             size_t consumed;
             int rc = codec_reader_feed(&r, stream + off, chunk_end - off,
@@ -846,10 +846,10 @@ static void test_reader_many_frames_one_buffer(void** state)
     free(stream);
 }
 
-static void test_reader_oversize(void** state)
+static void test_reader_oversize(void **state)
 {
     struct codec_reader r;
-    const uint8_t* payload;
+    const uint8_t *payload;
     size_t payload_len;
     size_t consumed;
     uint8_t frame[CODEC_HEADER_SIZE + 1024];
@@ -908,11 +908,11 @@ static void test_reader_oversize(void** state)
     codec_reader_free(&r);
 }
 
-static void test_reader_zero_length_frame(void** state)
+static void test_reader_zero_length_frame(void **state)
 {
     static const uint8_t zero[4] = {0, 0, 0, 0};
     struct codec_reader r;
-    const uint8_t* payload;
+    const uint8_t *payload;
     size_t payload_len = 99;
     size_t consumed;
     struct cd_msg m;
@@ -931,7 +931,7 @@ static void test_reader_zero_length_frame(void** state)
     codec_reader_free(NULL);
 }
 
-static void test_put_header(void** state)
+static void test_put_header(void **state)
 {
     uint8_t h[4];
 
@@ -945,12 +945,12 @@ static void test_put_header(void** state)
 
 /* --- hostile and broken input ------------------------------------------ */
 
-static void test_decode_garbage(void** state)
+static void test_decode_garbage(void **state)
 {
     static const struct
     {
-        const char* what;
-        const char* bytes;
+        const char *what;
+        const char *bytes;
         size_t len;
     } cases[] = {
         {"lone tag", "\x08", 1},
@@ -971,12 +971,13 @@ static void test_decode_garbage(void** state)
 
     (void)state;
     /* Control: request_id and an empty Ok body decode. */
-    expect_rc(codec_decode((const uint8_t*)"\x08\x01\x5a\x00", 4, &m), 0);
+    expect_rc(codec_decode((const uint8_t *)"\x08\x01\x5a\x00", 4, &m), 0);
     assert_int_equal(m.type, CD_MSG_OK);
     codec_msg_free(&m);
 
     for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
-        int rc = codec_decode((const uint8_t*)cases[i].bytes, cases[i].len, &m);
+        int rc =
+            codec_decode((const uint8_t *)cases[i].bytes, cases[i].len, &m);
 
         if (rc != CD_EMALFORMED) {
             fail_msg("%s: expected CD_EMALFORMED, got %s", cases[i].what,
@@ -987,19 +988,19 @@ static void test_decode_garbage(void** state)
 }
 
 /* Every strict prefix of a valid frame is malformed. */
-static void test_decode_truncated(void** state)
+static void test_decode_truncated(void **state)
 {
     (void)state;
     for (size_t t = 0; t < N_ALL_TYPES; t++) {
         struct cd_msg m;
-        uint8_t* frame;
+        uint8_t *frame;
         size_t len;
 
         sample_msg(all_types[t], &m);
         expect_rc(codec_encode(&m, 0, &frame, &len), 0);
         for (size_t cut = 0; cut < len - CODEC_HEADER_SIZE; cut++) {
             /* Copy, so that ASan sees a read past the cut. */
-            uint8_t* p = malloc(cut + 1);
+            uint8_t *p = malloc(cut + 1);
             struct cd_msg d;
             int rc;
 
@@ -1021,7 +1022,7 @@ static void test_decode_truncated(void** state)
 
 /* Random bytes and random mutations of valid frames: any documented
  * result is fine, a crash or leak is not. */
-static void test_decode_random(void** state)
+static void test_decode_random(void **state)
 {
     uint64_t x = 0x9e3779b97f4a7c15ull;
     uint8_t buf[512];
@@ -1043,7 +1044,7 @@ static void test_decode_random(void** state)
             }
         } else {
             struct cd_msg s;
-            uint8_t* frame;
+            uint8_t *frame;
             size_t flen;
 
             sample_msg(all_types[(size_t)iter / 2 % N_ALL_TYPES], &s);
@@ -1151,7 +1152,7 @@ static struct pbw member_change(int64_t action, int64_t role)
     return envelope(23, &mc);
 }
 
-static void test_decode_unknown_enums(void** state)
+static void test_decode_unknown_enums(void **state)
 {
     struct pbw w;
 
@@ -1204,7 +1205,7 @@ static void test_decode_unknown_enums(void** state)
     }
 }
 
-static void test_decode_bad_placement(void** state)
+static void test_decode_bad_placement(void **state)
 {
     struct pbw w;
 
@@ -1257,13 +1258,13 @@ static void test_decode_bad_placement(void** state)
 }
 
 /* Fields an operation reads must be present: absent is not zero. */
-static void test_decode_missing_fields(void** state)
+static void test_decode_missing_fields(void **state)
 {
     static const struct
     {
-        const char* what;
+        const char *what;
         unsigned body;
-        const char* bytes;
+        const char *bytes;
         size_t len;
         int want;
     } cases[] = {
@@ -1341,12 +1342,12 @@ static struct pbw command_of_deletes(size_t n)
     return cmd;
 }
 
-static void test_too_many(void** state)
+static void test_too_many(void **state)
 {
     struct pbw w;
-    struct cd_op* ops;
-    struct cd_compare* cmps;
-    uint8_t* out;
+    struct cd_op *ops;
+    struct cd_compare *cmps;
+    uint8_t *out;
     size_t len;
 
     (void)state;
@@ -1434,7 +1435,7 @@ static void test_too_many(void** state)
  * linear frame.  A few repeats are legal protobuf and decode (merged);
  * thousands hit the decoder's allocation budget and fail fast.
  */
-static void test_decode_merge_bomb(void** state)
+static void test_decode_merge_bomb(void **state)
 {
     static const char one_cmp_op[] =
         "\x0a\x0c\x08\x04\x52\x08\x0a\x00\x10\x02\x18\x01\x28\x00";
@@ -1469,13 +1470,13 @@ static void test_decode_merge_bomb(void** state)
     }
 }
 
-static void test_unknown_fields_tolerated(void** state)
+static void test_unknown_fields_tolerated(void **state)
 {
     (void)state;
     for (size_t t = 0; t < N_ALL_TYPES; t++) {
         struct cd_msg m;
         struct cd_msg d;
-        uint8_t* frame;
+        uint8_t *frame;
         size_t len;
         struct pbw w = {0};
 
@@ -1545,7 +1546,7 @@ static void test_unknown_fields_tolerated(void** state)
     }
 }
 
-static void test_encode_invalid(void** state)
+static void test_encode_invalid(void **state)
 {
     static const struct cd_op log_op = {.type = CD_OP_LOG_APPEND,
                                         .child_id = 1};
@@ -1563,13 +1564,13 @@ static void test_encode_invalid(void** state)
     static const struct cd_member bad_role[] = {
         {.id = 1, .address = "a", .role = 4}};
     struct cd_msg m;
-    uint8_t* out;
+    uint8_t *out;
     size_t len;
 
     (void)state;
 #define EXPECT_ENCODE(want)                                 \
     do {                                                    \
-        out = (uint8_t*)&m;                                 \
+        out = (uint8_t *)&m;                                \
         len = 99;                                           \
         expect_rc(codec_encode(&m, 0, &out, &len), (want)); \
         if ((want) != 0) {                                  \
@@ -1694,7 +1695,7 @@ static void test_encode_invalid(void** state)
 #undef EXPECT_ENCODE
 }
 
-static void test_free_is_safe(void** state)
+static void test_free_is_safe(void **state)
 {
     struct cd_msg m;
     struct codec_command c;
@@ -1710,7 +1711,7 @@ static void test_free_is_safe(void** state)
     /* Freeing twice is harmless: the first free zeroes the message. */
     sample_msg(CD_MSG_CHANGES, &m);
     {
-        uint8_t* frame;
+        uint8_t *frame;
         size_t len;
         struct cd_msg d;
 

@@ -24,7 +24,8 @@
 #include "storage/clusterd.h"
 #include "storage/store.h"
 
-struct fx {
+struct fx
+{
     char dir[64];
     char path[96];
     struct store *s;
@@ -64,13 +65,13 @@ static int teardown(void **state)
 }
 
 /* Assert a call returned rc, printing names when it did not. */
-#define assert_rc(expr, want)                                             \
-    do {                                                                  \
-        int got_ = (expr);                                                \
-        if (got_ != (want)) {                                             \
-            fail_msg("%s: expected %s (%d), got %s (%d)", #expr,          \
+#define assert_rc(expr, want)                                                \
+    do {                                                                     \
+        int got_ = (expr);                                                   \
+        if (got_ != (want)) {                                                \
+            fail_msg("%s: expected %s (%d), got %s (%d)", #expr,             \
                      cd_errname(want), (int)(want), cd_errname(got_), got_); \
-        }                                                                 \
+        }                                                                    \
     } while (0)
 
 #define S(str) (str), strlen(str)
@@ -95,7 +96,10 @@ static struct store_meta meta(struct store *s)
 }
 
 /* Get key; returns 0 or the error; copies the value as a string. */
-static int get(struct store *s, const char *key, char *val, size_t vlen,
+static int get(struct store *s,
+               const char *key,
+               char *val,
+               size_t vlen,
                struct store_kv *out)
 {
     struct store_read *r;
@@ -178,8 +182,7 @@ static void test_bad_keys_and_values(void **state)
     assert_rc(store_put(f->s, big, STORE_MAX_KEY + 1, S("v"), NULL),
               CD_EKEYTOOBIG);
     assert_rc(store_put(f->s, big, STORE_MAX_KEY, S("v"), NULL), 0);
-    assert_rc(store_delete(f->s, big, STORE_MAX_KEY + 1, NULL),
-              CD_EKEYTOOBIG);
+    assert_rc(store_delete(f->s, big, STORE_MAX_KEY + 1, NULL), CD_EKEYTOOBIG);
 
     size_t n = ((size_t)1 << 20) + 1;
     char *val = calloc(1, n);
@@ -242,7 +245,8 @@ static void test_delete_and_prefix(void **state)
     check_ok(f->s);
 }
 
-struct collect {
+struct collect
+{
     char keys[64][32];
     int n;
     int stop_after;
@@ -270,8 +274,7 @@ static void test_range(void **state)
     assert_rc(store_read_begin(f->s, &r), 0);
 
     memset(&c, 0, sizeof c);
-    assert_rc(store_read_range(r, S("/b/"), NULL, 0, 0, collect_kv, &c,
-                               &more),
+    assert_rc(store_read_range(r, S("/b/"), NULL, 0, 0, collect_kv, &c, &more),
               0);
     assert_int_equal(c.n, 3);
     assert_string_equal(c.keys[0], "/b/1");
@@ -279,17 +282,15 @@ static void test_range(void **state)
     assert_int_equal(more, 0);
 
     memset(&c, 0, sizeof c);
-    assert_rc(store_read_range(r, S("/b/"), NULL, 0, 2, collect_kv, &c,
-                               &more),
+    assert_rc(store_read_range(r, S("/b/"), NULL, 0, 2, collect_kv, &c, &more),
               0);
     assert_int_equal(c.n, 2);
     assert_int_equal(more, 1);
 
     /* Continue from a start key. */
     memset(&c, 0, sizeof c);
-    assert_rc(store_read_range(r, S("/b/"), S("/b/3"), 2, collect_kv, &c,
-                               &more),
-              0);
+    assert_rc(
+        store_read_range(r, S("/b/"), S("/b/3"), 2, collect_kv, &c, &more), 0);
     assert_int_equal(c.n, 1);
     assert_string_equal(c.keys[0], "/b/3");
     assert_int_equal(more, 0);
@@ -313,9 +314,13 @@ static void test_range(void **state)
     store_read_end(r);
 }
 
-static int txn(struct store *s, const struct cd_compare *cmps, size_t ncmp,
-               const struct cd_op *then_ops, size_t nthen,
-               const struct cd_op *else_ops, size_t nelse,
+static int txn(struct store *s,
+               const struct cd_compare *cmps,
+               size_t ncmp,
+               const struct cd_op *then_ops,
+               size_t nthen,
+               const struct cd_op *else_ops,
+               size_t nelse,
                struct cd_result *res)
 {
     struct cd_op op = {.type = CD_OP_TXN,
@@ -345,7 +350,8 @@ static void test_txn(void **state)
         {.type = CD_OP_PUT, .key = {S("/k")}, .value = {S("else")}},
     };
 
-    struct {
+    struct
+    {
         struct cd_compare c;
         int holds;
     } cases[] = {
@@ -367,15 +373,14 @@ static void test_txn(void **state)
         /* Compares only, no branches: nothing changes either way. */
         assert_rc(txn(f->s, &cases[i].c, 1, NULL, 0, NULL, 0, &res), 0);
         if (res.succeeded != cases[i].holds) {
-            fail_msg("compare case %zu: expected %d, got %d", i,
-                     cases[i].holds, res.succeeded);
+            fail_msg("compare case %zu: expected %d, got %d", i, cases[i].holds,
+                     res.succeeded);
         }
     }
     assert_int_equal(meta(f->s).revision, 1);
 
     /* Then branch: both puts share one revision. */
-    struct cd_compare ok = {{S("/k")}, CD_CMP_VALUE, CD_CMP_EQUAL, {S("b")},
-                            0};
+    struct cd_compare ok = {{S("/k")}, CD_CMP_VALUE, CD_CMP_EQUAL, {S("b")}, 0};
     assert_rc(txn(f->s, &ok, 1, put_then, 2, put_else, 1, &res), 0);
     assert_int_equal(res.succeeded, 1);
     assert_int_equal(res.revision, 2);
@@ -414,7 +419,8 @@ static void test_txn(void **state)
     check_ok(f->s);
 }
 
-struct changes {
+struct changes
+{
     uint64_t rev[64];
     uint32_t sub[64];
     int type[64];
@@ -438,11 +444,11 @@ static void test_changes_and_compact(void **state)
     struct changes cs;
     uint64_t next;
 
-    assert_rc(store_put(f->s, S("/x/1"), S("a"), NULL), 0);      /* 1 */
-    assert_rc(store_put(f->s, S("/x/2"), S("a"), NULL), 0);      /* 2 */
-    assert_rc(store_put(f->s, S("/x/3"), S("a"), NULL), 0);      /* 3 */
-    assert_rc(store_delete_prefix(f->s, S("/x/"), NULL), 0);     /* 4.0-2 */
-    assert_rc(store_put(f->s, S("/y"), S("a"), NULL), 0);        /* 5 */
+    assert_rc(store_put(f->s, S("/x/1"), S("a"), NULL), 0);  /* 1 */
+    assert_rc(store_put(f->s, S("/x/2"), S("a"), NULL), 0);  /* 2 */
+    assert_rc(store_put(f->s, S("/x/3"), S("a"), NULL), 0);  /* 3 */
+    assert_rc(store_delete_prefix(f->s, S("/x/"), NULL), 0); /* 4.0-2 */
+    assert_rc(store_put(f->s, S("/y"), S("a"), NULL), 0);    /* 5 */
 
     assert_rc(store_read_begin(f->s, &r), 0);
     memset(&cs, 0, sizeof cs);
@@ -580,7 +586,8 @@ static void test_dedup(void **state)
     check_ok(f->s);
 }
 
-struct logs {
+struct logs
+{
     uint64_t seq[16];
     char rec[16][16];
     int n;
@@ -601,12 +608,21 @@ static void test_logs(void **state)
     struct fx *f = *state;
     struct cd_result res[4];
     struct cd_op ops[4] = {
-        {.type = CD_OP_LOG_APPEND, .child_id = 5, .log_seq = 1,
-         .log_time_ms = 10, .value = {S("one")}},
-        {.type = CD_OP_LOG_APPEND, .child_id = 5, .log_seq = 2,
-         .log_time_ms = 11, .value = {S("two")}},
-        {.type = CD_OP_LOG_APPEND, .child_id = 6, .log_seq = 1,
-         .log_time_ms = 12, .value = {S("other")}},
+        {.type = CD_OP_LOG_APPEND,
+         .child_id = 5,
+         .log_seq = 1,
+         .log_time_ms = 10,
+         .value = {S("one")}},
+        {.type = CD_OP_LOG_APPEND,
+         .child_id = 5,
+         .log_seq = 2,
+         .log_time_ms = 11,
+         .value = {S("two")}},
+        {.type = CD_OP_LOG_APPEND,
+         .child_id = 6,
+         .log_seq = 1,
+         .log_time_ms = 12,
+         .value = {S("other")}},
         {.type = CD_OP_LOG_APPEND, .child_id = 0, .log_seq = 1},
     };
     struct cd_batch b = {.time_ms = 1, .ops = ops, .n_ops = 4};
@@ -712,13 +728,12 @@ static int in_child(void (*fn)(struct fx *), struct fx *f)
     return WIFEXITED(status) ? WEXITSTATUS(status) : 128;
 }
 
-#define child_check(cond, code)                                       \
-    do {                                                              \
-        if (!(cond)) {                                                \
-            fprintf(stderr, "child: %s failed (line %d)\n", #cond,    \
-                    __LINE__);                                        \
-            _exit(code);                                              \
-        }                                                             \
+#define child_check(cond, code)                                               \
+    do {                                                                      \
+        if (!(cond)) {                                                        \
+            fprintf(stderr, "child: %s failed (line %d)\n", #cond, __LINE__); \
+            _exit(code);                                                      \
+        }                                                                     \
     } while (0)
 
 static void read_only_child(struct fx *f)
@@ -759,8 +774,12 @@ static void test_read_only(void **state)
 }
 
 /* Open the raw LMDB file behind the store's back to damage it. */
-static void raw_put(const char *path, const char *db, const void *k,
-                    size_t klen, const void *v, size_t vlen)
+static void raw_put(const char *path,
+                    const char *db,
+                    const void *k,
+                    size_t klen,
+                    const void *v,
+                    size_t vlen)
 {
     MDB_env *env;
     MDB_txn *txn;
@@ -938,8 +957,7 @@ static void test_snapshot_through_pipe(void **state)
     for (int i = 0; i < 2000; i++) {
         char key[32];
         snprintf(key, sizeof key, "/pipe/%04d", i);
-        assert_rc(store_put(f->s, S(key), S("some value to fill pages"),
-                            NULL),
+        assert_rc(store_put(f->s, S(key), S("some value to fill pages"), NULL),
                   0);
     }
     snprintf(other, sizeof other, "%s/piped.mdb", f->dir);
@@ -966,7 +984,10 @@ static void test_snapshot_through_pipe(void **state)
 
 /* --- libclusterd --------------------------------------------------------- */
 
-static int count_range(void *arg, const char *k, size_t kl, const char *v,
+static int count_range(void *arg,
+                       const char *k,
+                       size_t kl,
+                       const char *v,
                        size_t vl)
 {
     (void)k;
@@ -990,8 +1011,7 @@ static void client_child(struct fx *f)
     child_check(clusterd_get(db, S("/policies/spam"), &val, &len) == 0, 4);
     child_check(len == 2 && strcmp(val, "on") == 0, 5);
     free(val);
-    child_check(clusterd_get(db, S("/nope"), &val, &len) ==
-                    CLUSTERD_ENOTFOUND,
+    child_check(clusterd_get(db, S("/nope"), &val, &len) == CLUSTERD_ENOTFOUND,
                 6);
     int n = 0;
     child_check(clusterd_range(db, S("/policies/"), 0, count_range, &n) == 0,
@@ -1017,9 +1037,9 @@ static void client_child(struct fx *f)
     child_check(clusterd_get(db, S("/policies/spam"), &val, &len) == 0, 18);
     child_check(strcmp(val, "off") == 0, 19);
     free(val);
-    child_check(strcmp(clusterd_strerror(CLUSTERD_ENOTFOUND),
-                       "key not found") == 0,
-                20);
+    child_check(
+        strcmp(clusterd_strerror(CLUSTERD_ENOTFOUND), "key not found") == 0,
+        20);
     clusterd_close(db);
     clusterd_close(NULL);
 }
@@ -1055,9 +1075,10 @@ static void test_client_library(void **state)
     int status = 0;
     waitpid(pid, &status, 0);
     if (!WIFEXITED(status) || WEXITSTATUS(status) != 0) {
-        fail_msg("client library checks failed in the reader process "
-                 "(status %d)",
-                 status);
+        fail_msg(
+            "client library checks failed in the reader process "
+            "(status %d)",
+            status);
     }
     close(f->sync[0]);
     close(f->sync2[1]);
@@ -1099,8 +1120,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_read_only, setup, teardown),
         cmocka_unit_test_setup_teardown(test_check_detects_corruption, setup,
                                         teardown),
-        cmocka_unit_test_setup_teardown(test_snapshot_restore, setup,
-                                        teardown),
+        cmocka_unit_test_setup_teardown(test_snapshot_restore, setup, teardown),
         cmocka_unit_test_setup_teardown(test_snapshot_through_pipe, setup,
                                         teardown),
         cmocka_unit_test_setup_teardown(test_client_library, setup, teardown),

@@ -48,7 +48,8 @@ static uint64_t rnd(void)
     return rng_state * 2685821657736338717ULL;
 }
 
-struct ack {
+struct ack
+{
     uint64_t revision;
     uint64_t index;
 };
@@ -96,8 +97,8 @@ static void writer(const char *path, int durability, uint64_t seed, int fd)
              * the then branch also deletes a run of keys. */
             memset(then_ops, 0, sizeof then_ops);
             memset(else_ops, 0, sizeof else_ops);
-            cmp = (struct cd_compare){{k1, strlen(k1)}, CD_CMP_EXISTS,
-                                      CD_CMP_EQUAL, {NULL, 0}, 1};
+            cmp = (struct cd_compare){
+                {k1, strlen(k1)}, CD_CMP_EXISTS, CD_CMP_EQUAL, {NULL, 0}, 1};
             then_ops[0].type = CD_OP_DELETE_PREFIX;
             then_ops[0].key = (struct cd_buf){k2, strlen(k2)};
             then_ops[1].type = CD_OP_PUT;
@@ -158,8 +159,7 @@ static void test_sigkill_anywhere(void **state)
         int p[2];
         uint64_t wseed = rnd();
         unsigned delay_us = 500 + (unsigned)(rnd() % 20000);
-        int durability =
-            it % 2 ? STORE_DURABLE_DEFERRED : STORE_DURABLE_EACH;
+        int durability = it % 2 ? STORE_DURABLE_DEFERRED : STORE_DURABLE_EACH;
 
         assert_int_equal(pipe(p), 0);
         fflush(NULL);
@@ -175,9 +175,10 @@ static void test_sigkill_anywhere(void **state)
         int status;
         assert_int_equal(waitpid(pid, &status, 0), pid);
         if (!WIFSIGNALED(status)) {
-            fail_msg("seed %llu iteration %d: writer exited by itself "
-                     "(status %d)",
-                     (unsigned long long)seed, it, status);
+            fail_msg(
+                "seed %llu iteration %d: writer exited by itself "
+                "(status %d)",
+                (unsigned long long)seed, it, status);
         }
         struct ack a = {expect_rev, expect_rev}, tmp;
         ssize_t n;
@@ -200,18 +201,19 @@ static void test_sigkill_anywhere(void **state)
         assert_int_equal(store_read_meta(r, &m), 0);
         store_read_end(r);
         if (m.revision != a.revision && m.revision != a.revision + 1) {
-            fail_msg("seed %llu iteration %d: revision %llu, acknowledged "
-                     "%llu",
-                     (unsigned long long)seed, it,
-                     (unsigned long long)m.revision,
-                     (unsigned long long)a.revision);
+            fail_msg(
+                "seed %llu iteration %d: revision %llu, acknowledged "
+                "%llu",
+                (unsigned long long)seed, it, (unsigned long long)m.revision,
+                (unsigned long long)a.revision);
         }
         if (m.applied_index != m.revision) {
-            fail_msg("seed %llu iteration %d: applied index %llu != "
-                     "revision %llu",
-                     (unsigned long long)seed, it,
-                     (unsigned long long)m.applied_index,
-                     (unsigned long long)m.revision);
+            fail_msg(
+                "seed %llu iteration %d: applied index %llu != "
+                "revision %llu",
+                (unsigned long long)seed, it,
+                (unsigned long long)m.applied_index,
+                (unsigned long long)m.revision);
         }
         torn += m.revision == a.revision + 1;
         rc = store_check(s, why, sizeof why);
@@ -222,9 +224,10 @@ static void test_sigkill_anywhere(void **state)
         expect_rev = m.revision;
         store_close(s);
     }
-    printf("crash: %d kills, final revision %llu, %d kills landed between "
-           "commit and acknowledgement\n",
-           iters, (unsigned long long)expect_rev, torn);
+    printf(
+        "crash: %d kills, final revision %llu, %d kills landed between "
+        "commit and acknowledgement\n",
+        iters, (unsigned long long)expect_rev, torn);
     /* The test must have exercised something. */
     assert_true(expect_rev > (uint64_t)iters);
     char cmd[64];
