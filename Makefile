@@ -204,7 +204,7 @@ format-check:
 	$(Q)clang-format --dry-run --Werror $(STYLE_SRC) && echo "format-check: clean"
 
 lint: $(PB_H)
-	$(Q)clang-tidy --quiet $(filter %.c,$(STYLE_SRC)) -- -std=gnu11 -D_GNU_SOURCE -I. -I$(GEN) $(PKG_CFLAGS) 2>&1 \
+	$(Q)clang-tidy --quiet $(filter %.c,$(STYLE_SRC)) -- -std=gnu11 -D_GNU_SOURCE -I. -Istorage -I$(GEN) $(PKG_CFLAGS) 2>&1 \
 	  | { grep -v -E '^[0-9]+ warnings? generated|^Suppressed|^Use -header-filter' || true; } | tee $(BUILD)/clang-tidy.log
 	$(Q)! grep -q -E 'warning:|error:' $(BUILD)/clang-tidy.log
 	$(Q)cppcheck --quiet --error-exitcode=1 --std=c11 --enable=warning,performance,portability \

@@ -34,7 +34,7 @@
 #define SNAP_HEADER 24
 #define SNAP_TRAILER 24
 #define SNAP_VERSION 1
-#define SNAP_CHUNK (256 * 1024)
+#define SNAP_CHUNK ((size_t)256 * 1024)
 
 static int write_all(int fd, const void *buf, size_t len)
 {

@@ -77,9 +77,9 @@ int store__meta_get(MDB_txn *txn,
 {
     MDB_val k = {strlen(name), (void *)(uintptr_t)name};
     MDB_val v;
+    *out = 0;
     int rc = mdb_get(txn, s->dbi[STORE__META], &k, &v);
     if (rc == MDB_NOTFOUND) {
-        *out = 0;
         return 0;
     }
     if (rc != 0) {
@@ -387,9 +387,9 @@ static int get_kv(struct apply_ctx *c,
 {
     MDB_val k = {key.len, (void *)(uintptr_t)key.data};
     MDB_val v;
+    *found = 0;
     int rc = mdb_get(c->txn, c->s->dbi[STORE__KV], &k, &v);
     if (rc == MDB_NOTFOUND) {
-        *found = 0;
         return 0;
     }
     if (rc != 0) {
@@ -783,6 +783,7 @@ static int dedup_check(struct apply_ctx *c,
     MDB_val k = {sizeof key, key};
     MDB_val v;
 
+    *found = 0;
     if (op->seq == 0) {
         return CD_EBADOP;
     }
@@ -1029,6 +1030,7 @@ static int apply_one(struct store *s,
                      struct cd_result *res)
 {
     struct cd_batch b = {.time_ms = wall_ms(), .ops = op, .n_ops = 1};
+    memset(res, 0, sizeof *res);
     int rc = store_apply(s, &b, 0, res);
     return rc != 0 ? rc : res->status;
 }

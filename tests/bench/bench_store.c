@@ -116,7 +116,7 @@ static double single_commits(int durability)
     char key[32];
     memset(val, 'v', sizeof val);
     long n = 0;
-    double t0 = now(), t;
+    double t0 = now();
     do {
         snprintf(key, sizeof key, "/bench/c/%04ld", n % 1000);
         int rc = store_put(s, key, strlen(key), val, sizeof val, NULL);
@@ -124,13 +124,13 @@ static double single_commits(int durability)
             die("put", rc);
         }
         n++;
-    } while ((t = now() - t0) < seconds && n < 200000);
+    } while (now() - t0 < seconds && n < 200000);
     /* The last commit of a deferred run becomes durable here. */
     int rc = store_sync(s);
     if (rc != 0) {
         die("sync", rc);
     }
-    t = now() - t0;
+    double t = now() - t0;
     store_close(s);
     return (double)n / t;
 }

@@ -114,7 +114,7 @@ static void sample(enum cd_msg_type t, struct cd_msg *m)
     memset(m, 0, sizeof(*m));
     m->type = t;
     m->request_id = (uint64_t)t;
-    m->has_cluster_id = t % 2;
+    m->has_cluster_id = (int)(t % 2);
     m->cluster_id = 7;
     switch (t) {
         case CD_MSG_ERROR:
@@ -231,7 +231,7 @@ int main(int argc, char **argv)
             *p = (char)(*p >= 'A' && *p <= 'Z' ? *p - 'A' + 'a' : *p);
         }
         write_seed(name, 7, frame, len);
-        grown = realloc(all, all_len + len);
+        grown = realloc(all, all_len + len + 1);
         if (grown == NULL) {
             free(all);
             return 1;

@@ -103,7 +103,7 @@ static int get(struct store *s,
                struct store_kv *out)
 {
     struct store_read *r;
-    struct store_kv kv;
+    struct store_kv kv = {0};
     assert_rc(store_read_begin(s, &r), 0);
     int rc = store_read_get(r, key, strlen(key), &kv);
     if (rc == 0) {
@@ -145,8 +145,8 @@ static void test_open_errors(void **state)
 static void test_put_get_revisions(void **state)
 {
     struct fx *f = *state;
-    struct store_kv kv;
-    char v[64];
+    struct store_kv kv = {0};
+    char v[64] = "";
     uint64_t rev;
 
     assert_rc(store_put(f->s, S("/a"), S("1"), &rev), 0);
@@ -193,7 +193,7 @@ static void test_bad_keys_and_values(void **state)
     assert_int_equal(meta(f->s).revision, 2);
 
     struct store_read *r;
-    struct store_kv kv;
+    struct store_kv kv = {0};
     assert_rc(store_read_begin(f->s, &r), 0);
     assert_rc(store_read_get(r, "", 0, &kv), CD_EBADKEY);
     assert_rc(store_read_get(r, big, STORE_MAX_KEY + 1, &kv), CD_EKEYTOOBIG);
@@ -233,7 +233,7 @@ static void test_delete_and_prefix(void **state)
     assert_int_equal(meta(f->s).revision, 7);
 
     /* Recreated key starts a new life: create_rev and version reset. */
-    struct store_kv kv;
+    struct store_kv kv = {0};
     assert_rc(store_put(f->s, S("/p/1"), S("y"), NULL), 0);
     assert_rc(get(f->s, "/p/1", NULL, 0, &kv), 0);
     assert_int_equal(kv.create_rev, 8);
@@ -339,7 +339,7 @@ static void test_txn(void **state)
 {
     struct fx *f = *state;
     struct cd_result res;
-    char v[32];
+    char v[32] = "";
     assert_rc(store_put(f->s, S("/k"), S("b"), NULL), 0); /* rev 1, ver 1 */
 
     struct cd_op put_then[] = {
@@ -740,7 +740,7 @@ static void read_only_child(struct fx *f)
 {
     struct store_config cfg;
     struct store *ro;
-    char v[8];
+    char v[8] = "";
     store_config_init(&cfg, f->path);
     cfg.read_only = 1;
     child_check(store_open(&cfg, &ro) == 0, 2);
@@ -754,7 +754,7 @@ static void read_only_child2(struct fx *f)
 {
     struct store_config cfg;
     struct store *ro;
-    char v[8];
+    char v[8] = "";
     store_config_init(&cfg, f->path);
     cfg.read_only = 1;
     child_check(store_open(&cfg, &ro) == 0, 2);

@@ -181,8 +181,7 @@ static void test_sigkill_anywhere(void **state)
                 (unsigned long long)seed, it, status);
         }
         struct ack a = {expect_rev, expect_rev}, tmp;
-        ssize_t n;
-        while ((n = read(p[0], &tmp, sizeof tmp)) == (ssize_t)sizeof tmp) {
+        while (read(p[0], &tmp, sizeof tmp) == (ssize_t)sizeof tmp) {
             a = tmp;
         }
         close(p[0]);
