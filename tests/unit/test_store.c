@@ -37,14 +37,20 @@ static int setup(void **state)
 {
     struct fx *f = calloc(1, sizeof *f);
     struct store_config cfg;
+    if (f == NULL) {
+        return -1;
+    }
     snprintf(f->dir, sizeof f->dir, "/tmp/cd-test-store-XXXXXX");
     if (mkdtemp(f->dir) == NULL) {
+        free(f);
         return -1;
     }
     snprintf(f->path, sizeof f->path, "%s/state.mdb", f->dir);
     store_config_init(&cfg, f->path);
     cfg.durability = STORE_DURABLE_NONE;
     if (store_open(&cfg, &f->s) != 0) {
+        rmdir(f->dir);
+        free(f);
         return -1;
     }
     *state = f;
