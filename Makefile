@@ -63,6 +63,11 @@ PROTO_SRC := $(wildcard proto/*.c)
 CORE_OBJ := $(patsubst %.c,$(OBJ)/%.o,$(LIB_SRC) $(STORE_SRC) $(PROTO_SRC)) \
             $(patsubst $(GEN)/%.c,$(OBJ)/gen/%.o,$(PB_C))
 CLIENT_OBJ := $(patsubst %.c,$(OBJ)/%.o,$(LIB_SRC) $(STORE_SRC))
+# cluster/: every file but the programs' mains is library code.
+CLUSTER_MAINS := cluster/main.c cluster/clusterctl.c cluster/store_tool.c
+CLUSTER_SRC := $(filter-out $(CLUSTER_MAINS),$(wildcard cluster/*.c))
+CLUSTER_OBJ := $(patsubst %.c,$(OBJ)/%.o,$(CLUSTER_SRC))
+CORE_LIBS := $(LIBDIR)/libcdcluster.a $(LIBDIR)/libcdcore.a
 
 UNIT_SRC := $(wildcard tests/unit/test_*.c)
 UNIT_BIN := $(patsubst tests/unit/%.c,$(TESTBIN)/%,$(UNIT_SRC))
@@ -111,6 +116,11 @@ $(LIBDIR)/libcdcore.a: $(CORE_OBJ)
 	$(Q)mkdir -p $(@D)
 	$(Q)rm -f $@ && ar rcs $@ $^
 
+$(LIBDIR)/libcdcluster.a: $(CLUSTER_OBJ)
+	$(call say,AR,$@)
+	$(Q)mkdir -p $(@D)
+	$(Q)rm -f $@ && ar rcs $@ $^
+
 # libclusterd: the read-only client library for programs on a node.
 $(LIBDIR)/libclusterd.a: $(CLIENT_OBJ)
 	$(call say,AR,$@)
@@ -123,10 +133,15 @@ $(LIBDIR)/libclusterd.so: $(CLIENT_OBJ)
 	  -Wl,--version-script=storage/libclusterd.map $(ALL_LDFLAGS) \
 	  $^ -o $@ $$(pkg-config --libs lmdb zlib) -lpthread
 
-$(BIN)/clusterd-store: cluster/store_tool.c $(LIBDIR)/libcdcore.a
+$(BIN)/clusterd-store: cluster/store_tool.c $(CORE_LIBS)
 	$(call say,CCLD,$@)
 	$(Q)mkdir -p $(@D)
-	$(Q)$(CC) $(ALL_CFLAGS) -MMD -MP $< -o $@ $(ALL_LDFLAGS) $(LIBDIR)/libcdcore.a $(LIBS)
+	$(Q)$(CC) $(ALL_CFLAGS) -MMD -MP $< -o $@ $(ALL_LDFLAGS) $(CORE_LIBS) $(LIBS)
+
+$(BIN)/clusterd: cluster/main.c $(CORE_LIBS)
+	$(call say,CCLD,$@)
+	$(Q)mkdir -p $(@D)
+	$(Q)$(CC) $(ALL_CFLAGS) -MMD -MP $< -o $@ $(ALL_LDFLAGS) $(CORE_LIBS) $(LIBS)
 
 # The example reader uses only the public header and the shared library.
 $(BIN)/clusterd-read: storage/examples/clusterd_read.c $(LIBDIR)/libclusterd.so
@@ -136,20 +151,20 @@ $(BIN)/clusterd-read: storage/examples/clusterd_read.c $(LIBDIR)/libclusterd.so
 	$(Q)$(CC) $(ALL_CFLAGS) -Istorage $< -o $@ $(ALL_LDFLAGS) -L$(LIBDIR) \
 	  -Wl,-rpath,'$$ORIGIN/../lib' -lclusterd
 
-$(TESTBIN)/%: tests/unit/%.c $(LIBDIR)/libcdcore.a
+$(TESTBIN)/%: tests/unit/%.c $(CORE_LIBS)
 	$(call say,CCLD,$@)
 	$(Q)mkdir -p $(@D)
-	$(Q)$(CC) $(ALL_CFLAGS) -MMD -MP $< -o $@ $(ALL_LDFLAGS) $(LIBDIR)/libcdcore.a $(LIBS)
+	$(Q)$(CC) $(ALL_CFLAGS) -MMD -MP $< -o $@ $(ALL_LDFLAGS) $(CORE_LIBS) $(LIBS)
 
-$(TESTBIN)/%: tests/tools/%.c $(LIBDIR)/libcdcore.a
+$(TESTBIN)/%: tests/tools/%.c $(CORE_LIBS)
 	$(call say,CCLD,$@)
 	$(Q)mkdir -p $(@D)
-	$(Q)$(CC) $(ALL_CFLAGS) -MMD -MP $< -o $@ $(ALL_LDFLAGS) $(LIBDIR)/libcdcore.a $(LIBS)
+	$(Q)$(CC) $(ALL_CFLAGS) -MMD -MP $< -o $@ $(ALL_LDFLAGS) $(CORE_LIBS) $(LIBS)
 
-$(BIN)/%: tests/bench/%.c $(LIBDIR)/libcdcore.a
+$(BIN)/%: tests/bench/%.c $(CORE_LIBS)
 	$(call say,CCLD,$@)
 	$(Q)mkdir -p $(@D)
-	$(Q)$(CC) $(ALL_CFLAGS) -MMD -MP $< -o $@ $(ALL_LDFLAGS) $(LIBDIR)/libcdcore.a $(LIBS)
+	$(Q)$(CC) $(ALL_CFLAGS) -MMD -MP $< -o $@ $(ALL_LDFLAGS) $(CORE_LIBS) $(LIBS)
 
 -include $(shell find $(BUILD) -name '*.d' 2>/dev/null)
 

@@ -1,0 +1,225 @@
+/*
+ * config.c - see config.h.
+ */
+#include "config.h"
+
+#include <ctype.h>
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "../lib/err.h"
+
+void config_defaults(struct cd_config *c)
+{
+    memset(c, 0, sizeof *c);
+    snprintf(c->data_dir, sizeof c->data_dir, "/var/lib/clusterd");
+    snprintf(c->profile, sizeof c->profile, "default");
+    c->snapshot_threshold = 1024;
+    c->snapshot_trailing = 512;
+    c->voters = 3;
+    c->failure_timeout_ms = 10000;
+    c->max_conns = 1024;
+    c->idle_timeout_ms = 300000;
+    c->max_frame = (size_t)16 << 20;
+    c->map_size = (size_t)1 << 30;
+    c->log_level = LOG_LVL_INFO;
+}
+
+static int bad(char *err, size_t errlen, const char *key, const char *why)
+{
+    snprintf(err, errlen, "%s: %s", key, why);
+    return CD_ECONFIG;
+}
+
+static int parse_uint(const char *v, unsigned long long max,
+                      unsigned long long *out)
+{
+    char *end;
+    if (v[0] == '\0' || v[0] == '-') {
+        return -1;
+    }
+    errno = 0;
+    unsigned long long n = strtoull(v, &end, 10);
+    if (errno != 0 || *end != '\0' || n > max) {
+        return -1;
+    }
+    *out = n;
+    return 0;
+}
+
+/* "a.b.c.d:port" with a port in 1..65535 (raft needs IPv4 or a name). */
+static int check_addr(const char *v)
+{
+    const char *colon = strrchr(v, ':');
+    unsigned long long port;
+    if (colon == NULL || colon == v || strlen(v) >= 64) {
+        return -1;
+    }
+    if (parse_uint(colon + 1, 65535, &port) != 0 || port == 0) {
+        return -1;
+    }
+    return 0;
+}
+
+#define COPY(field)                                                       \
+    do {                                                                  \
+        if (strlen(value) >= sizeof c->field) {                           \
+            return bad(err, errlen, key, "too long");                     \
+        }                                                                 \
+        snprintf(c->field, sizeof c->field, "%s", value);                 \
+    } while (0)
+
+#define UINT(field, lo, hi)                                               \
+    do {                                                                  \
+        unsigned long long n_;                                            \
+        if (parse_uint(value, (hi), &n_) != 0 || n_ + 1 < (lo) + 1ULL) {             \
+            return bad(err, errlen, key, "expected a number in " #lo      \
+                                         ".." #hi);                       \
+        }                                                                 \
+        c->field = n_;                                                    \
+    } while (0)
+
+int config_set(struct cd_config *c, const char *key, const char *value,
+               char *err, size_t errlen)
+{
+    if (strcmp(key, "data_dir") == 0) {
+        COPY(data_dir);
+    } else if (strcmp(key, "raft_address") == 0) {
+        if (check_addr(value) != 0) {
+            return bad(err, errlen, key, "expected a.b.c.d:port");
+        }
+        COPY(raft_addr);
+    } else if (strcmp(key, "api_address") == 0) {
+        if (check_addr(value) != 0) {
+            return bad(err, errlen, key, "expected a.b.c.d:port");
+        }
+        COPY(api_addr);
+    } else if (strcmp(key, "join") == 0) {
+        COPY(join);
+    } else if (strcmp(key, "token") == 0) {
+        COPY(token);
+    } else if (strcmp(key, "profile") == 0) {
+        if (strcmp(value, "default") != 0 && strcmp(value, "fast") != 0) {
+            return bad(err, errlen, key, "expected default or fast");
+        }
+        COPY(profile);
+    } else if (strcmp(key, "heartbeat_ms") == 0) {
+        UINT(heartbeat_ms, 5, 10000);
+        c->timing_set = 1;
+    } else if (strcmp(key, "election_ms") == 0) {
+        UINT(election_ms, 20, 60000);
+        c->timing_set = 1;
+    } else if (strcmp(key, "snapshot_threshold") == 0) {
+        UINT(snapshot_threshold, 16, 100000000);
+    } else if (strcmp(key, "snapshot_trailing") == 0) {
+        UINT(snapshot_trailing, 0, 100000000);
+    } else if (strcmp(key, "voters") == 0) {
+        UINT(voters, 1, 7);
+        if (c->voters % 2 == 0) {
+            return bad(err, errlen, key,
+                       "an even number of voters is refused (3 or 5)");
+        }
+    } else if (strcmp(key, "failure_timeout_ms") == 0) {
+        UINT(failure_timeout_ms, 100, 86400000);
+    } else if (strcmp(key, "max_connections") == 0) {
+        UINT(max_conns, 1, 1000000);
+    } else if (strcmp(key, "idle_timeout_ms") == 0) {
+        UINT(idle_timeout_ms, 100, 86400000);
+    } else if (strcmp(key, "max_frame") == 0) {
+        UINT(max_frame, 4096, 1ULL << 30);
+    } else if (strcmp(key, "map_size") == 0) {
+        UINT(map_size, 1ULL << 20, 1ULL << 40);
+    } else if (strcmp(key, "log_level") == 0) {
+        if (log_parse_level(value, &c->log_level) != 0) {
+            return bad(err, errlen, key, "expected error|warn|info|debug");
+        }
+    } else {
+        return bad(err, errlen, key, "unknown setting");
+    }
+    return 0;
+}
+
+static char *trim(char *s)
+{
+    while (isspace((unsigned char)*s)) {
+        s++;
+    }
+    char *e = s + strlen(s);
+    while (e > s && isspace((unsigned char)e[-1])) {
+        *--e = '\0';
+    }
+    return s;
+}
+
+int config_load(struct cd_config *c, const char *path, char *err,
+                size_t errlen)
+{
+    FILE *f = fopen(path, "r");
+    char line[1024];
+    int lineno = 0;
+    if (f == NULL) {
+        int e = errno;
+        snprintf(err, errlen, "%s: %s", path, strerror(e));
+        return -e;
+    }
+    while (fgets(line, sizeof line, f) != NULL) {
+        lineno++;
+        char *hash = strchr(line, '#');
+        if (hash != NULL) {
+            *hash = '\0';
+        }
+        char *s = trim(line);
+        if (*s == '\0') {
+            continue;
+        }
+        char *eq = strchr(s, '=');
+        if (eq == NULL) {
+            fclose(f);
+            snprintf(err, errlen, "%s:%d: expected key = value", path,
+                     lineno);
+            return CD_ECONFIG;
+        }
+        *eq = '\0';
+        char why[256];
+        int rc = config_set(c, trim(s), trim(eq + 1), why, sizeof why);
+        if (rc != 0) {
+            fclose(f);
+            snprintf(err, errlen, "%s:%d: %s", path, lineno, why);
+            return rc;
+        }
+    }
+    fclose(f);
+    return 0;
+}
+
+int config_finish(struct cd_config *c, char *err, size_t errlen)
+{
+    if (!c->timing_set || c->heartbeat_ms == 0 || c->election_ms == 0) {
+        int fast = strcmp(c->profile, "fast") == 0;
+        if (c->heartbeat_ms == 0) {
+            c->heartbeat_ms = fast ? 25 : 100;
+        }
+        if (c->election_ms == 0) {
+            c->election_ms = fast ? 150 : 1000;
+        }
+    }
+    if (c->election_ms < 2 * c->heartbeat_ms) {
+        return bad(err, errlen, "election_ms",
+                   "must be at least twice heartbeat_ms");
+    }
+    if (c->raft_addr[0] == '\0') {
+        return bad(err, errlen, "raft_address", "required");
+    }
+    if (c->api_addr[0] == '\0') {
+        return bad(err, errlen, "api_address", "required");
+    }
+    if (c->bootstrap && c->join[0] != '\0') {
+        return bad(err, errlen, "join", "cannot be used with bootstrap");
+    }
+    if (c->join[0] != '\0' && c->token[0] == '\0') {
+        return bad(err, errlen, "token", "required to join");
+    }
+    return 0;
+}

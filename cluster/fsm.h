@@ -1,0 +1,56 @@
+/*
+ * fsm.h - the Raft state machine: the store, applied by Raft index.
+ *
+ * Each committed entry is a packed Command (proto/codec.h); the FSM decodes
+ * it and applies it with store_apply() at index raft_last_applied() + 1 (the
+ * index libraft is applying), so an entry already in the store (replayed
+ * after a restart) is skipped.  Business errors are per-op results, never a
+ * failure of apply: a failing apply would stall replication.
+ *
+ * Results reach the proposer without raft's result pointer (dropped on
+ * followers): before an entry is applied, the FSM asks results_for(index)
+ * where its results go; the server answers with the proposing request's
+ * array, or NULL on every other node, and the FSM then uses scratch space.
+ *
+ * A snapshot is a small header (magic, applied index, revision) and the
+ * store's snapshot stream (storage/store.h).  Restoring one whose index the
+ * store has already applied is a no-op: at start raft restores its last
+ * snapshot, and the store, kept in step with the log, is usually ahead.
+ *
+ * Threads: the loop thread (raft calls these from it).  libraft 0.22.1's
+ * legacy path takes snapshots synchronously on the loop even for
+ * snapshot_async, so the copy is bounded by the store's size: see
+ * docs/operations.md for the measured stall.
+ */
+#ifndef CD_FSM_H
+#define CD_FSM_H
+
+#include <raft.h>
+#include <stdint.h>
+
+#include "../lib/ops.h"
+#include "../storage/store.h"
+
+struct fsm {
+    struct raft_fsm raft_fsm; /* handed to raft_init(); data = this */
+    struct raft *raft;        /* set before raft_start() */
+    struct store *store;      /* borrowed */
+    /* Where the results of the entry at index go; NULL: nowhere. */
+    struct cd_result *(*results_for)(void *arg, uint64_t index,
+                                     size_t n_ops);
+    /* After each applied entry (also skipped ones: revision unchanged). */
+    void (*applied)(void *arg, uint64_t index, uint64_t revision);
+    /* The store failed as a whole (disk error, corruption): fail safe. */
+    void (*fatal)(void *arg, int err);
+    void *arg;
+    struct cd_result *scratch;
+    size_t scratch_len;
+    uint64_t revision; /* store revision after the last apply */
+    uint64_t cluster_id;
+};
+
+/* No I/O.  The callbacks and arg are set by the caller afterwards. */
+int fsm_init(struct fsm *f, struct store *store);
+void fsm_close(struct fsm *f);
+
+#endif
