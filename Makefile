@@ -32,7 +32,7 @@ endif
 Q := $(if $(V),,@)
 say = $(if $(V),,@printf '  %-7s %s\n' $(1) $(2);)
 
-PKGS := lmdb libprotobuf-c libuv raft cmocka zlib
+PKGS := lmdb libprotobuf-c libuv raft cmocka zlib libcrypto
 PKG_CFLAGS := $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
 PKG_LIBS := $(shell pkg-config --libs $(PKGS) 2>/dev/null)
 
@@ -81,7 +81,7 @@ BENCH_BIN := $(patsubst tests/bench/%.c,$(BIN)/%,$(BENCH_SRC))
         format-check lint demo clean raft-version
 .DEFAULT_GOAL := all
 
-PROGRAMS := $(BIN)/clusterd-store $(BIN)/clusterd-read
+PROGRAMS := $(BIN)/clusterd $(BIN)/clusterd-store $(BIN)/clusterd-read
 
 all: raft-version $(LIBDIR)/libcdcore.a $(LIBDIR)/libclusterd.a \
      $(LIBDIR)/libclusterd.so $(PROGRAMS) $(UNIT_BIN) $(TOOL_BIN) $(BENCH_BIN)

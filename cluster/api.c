@@ -1,0 +1,1353 @@
+/*
+ * api.c - the parent's API server: connections, framing, requests.
+ *
+ * One TCP port; every frame is a request (proto/codec.h) answered with the
+ * same request id.  Limits: max_frame (an oversized frame is answered with
+ * CD_EFRAMETOOBIG and the connection closed: its framing can no longer be
+ * trusted), max_connections (further connections are closed at once), and
+ * idle_timeout_ms (a connection that sends nothing that long is closed,
+ * unless it watches).  A malformed frame gets an error reply and the
+ * connection goes on; nothing else is disturbed.
+ *
+ * Connection memory is freed in the close callback, and only once no
+ * request in flight (a Raft entry, a barrier) still points at it: such
+ * requests hold a reference.
+ */
+#include <errno.h>
+#include <inttypes.h>
+#include <openssl/evp.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/random.h>
+#include <sys/stat.h>
+
+#include "../lib/err.h"
+#include "../lib/log.h"
+#include "server_int.h"
+
+#define WATCH_PAGE 1000                    /* changes per frame, at most */
+#define WATCH_BACKLOG ((size_t)8 << 20)    /* pause a watch above this */
+#define SNAPSHOT_CHUNK ((size_t)1 << 20)
+#define TICK_MS 250
+
+struct watch {
+    uint64_t request_id;
+    uint64_t next;   /* deliver changes after this revision */
+    uint8_t *prefix; /* owned; NULL: every key */
+    size_t prefix_len;
+    struct watch *next_watch;
+};
+
+struct conn {
+    uv_tcp_t tcp;
+    struct server *s;
+    struct codec_reader reader;
+    struct watch *watches;
+    int refs; /* requests in flight that will answer on this conn */
+    int closing;
+    uint64_t last_active; /* loop time, ms */
+    struct conn *prev, *next;
+};
+
+struct pending_write {
+    struct conn *conn;
+    struct cd_msg msg; /* the decoded request; its op is proposed */
+};
+
+struct proposal {
+    struct raft_apply req;
+    struct server *s;
+    size_t n;
+    struct pending_write *items;
+    struct cd_result *results;
+    struct proposal *next;
+};
+
+struct read_batch {
+    struct raft_barrier req;
+    struct server *s;
+    size_t n, cap;
+    struct pending_write *items; /* same shape: conn + decoded request */
+    struct read_batch *next;
+};
+
+static void conn_close(struct conn *c);
+
+/* --- sending ------------------------------------------------------------- */
+
+struct send_req {
+    uv_write_t w;
+    struct conn *c;
+    uint8_t *frame;
+};
+
+static void send_done(uv_write_t *w, int status)
+{
+    struct send_req *r = w->data;
+    (void)status;
+    r->c->refs--;
+    free(r->frame);
+    struct conn *c = r->c;
+    free(r);
+    if (c->closing && c->refs == 0) {
+        conn_close(c);
+    } else if (c->watches != NULL) {
+        c->s->watches_dirty = 1; /* a drained queue may resume a watch */
+    }
+}
+
+static int conn_send(struct conn *c, struct cd_msg *m)
+{
+    uint8_t *frame;
+    size_t len;
+    if (c->closing) {
+        return CD_ESHUTDOWN;
+    }
+    if (c->s->cluster_id != 0) {
+        m->has_cluster_id = 1;
+        m->cluster_id = c->s->cluster_id;
+    }
+    int rc = codec_encode(m, c->s->cfg.max_frame, &frame, &len);
+    if (rc != 0) {
+        log_warn("api", "cannot encode a %s reply: %s",
+                 codec_msg_type_name(m->type), cd_strerror(rc));
+        struct cd_msg err;
+        codec_error_msg(&err, m->request_id, rc, NULL);
+        if (m->type == CD_MSG_ERROR ||
+            codec_encode(&err, 0, &frame, &len) != 0) {
+            return rc;
+        }
+    }
+    struct send_req *r = malloc(sizeof *r);
+    if (r == NULL) {
+        free(frame);
+        return -ENOMEM;
+    }
+    r->c = c;
+    r->frame = frame;
+    r->w.data = r;
+    uv_buf_t buf = uv_buf_init((char *)frame, (unsigned)len);
+    rc = uv_write(&r->w, (uv_stream_t *)&c->tcp, &buf, 1, send_done);
+    if (rc != 0) {
+        free(frame);
+        free(r);
+        return rc;
+    }
+    c->refs++;
+    return 0;
+}
+
+static void send_error(struct conn *c, uint64_t request_id, int code)
+{
+    struct cd_msg m;
+    const char *leader = NULL;
+    if (code == CD_ENOTLEADER) {
+        leader = server__leader_api(c->s);
+    }
+    codec_error_msg(&m, request_id, code, leader);
+    conn_send(c, &m);
+}
+
+static void send_ok(struct conn *c, uint64_t request_id)
+{
+    struct cd_msg m;
+    memset(&m, 0, sizeof m);
+    m.request_id = request_id;
+    m.type = CD_MSG_OK;
+    conn_send(c, &m);
+}
+
+/* --- writes -------------------------------------------------------------- */
+
+static void apply_cb(struct raft_apply *req, int status, void *result)
+{
+    struct proposal *p = req->data;
+    struct server *s = p->s;
+    (void)result;
+    for (struct proposal **pp = &s->inflight; *pp != NULL;
+         pp = &(*pp)->next) {
+        if (*pp == p) {
+            *pp = p->next;
+            break;
+        }
+    }
+    for (size_t i = 0; i < p->n; i++) {
+        struct pending_write *w = &p->items[i];
+        struct conn *c = w->conn;
+        c->refs--;
+        if (status != 0) {
+            send_error(c, w->msg.request_id,
+                       status == RAFT_LEADERSHIPLOST ? CD_ELEADERLOST
+                                                     : server__raft_err(status));
+        } else if (p->results[i].status != 0) {
+            send_error(c, w->msg.request_id, p->results[i].status);
+        } else {
+            struct cd_msg m;
+            memset(&m, 0, sizeof m);
+            m.request_id = w->msg.request_id;
+            m.type = CD_MSG_WRITE_RESP;
+            m.u.write_resp.revision = p->results[i].revision;
+            m.u.write_resp.succeeded = p->results[i].succeeded;
+            m.u.write_resp.deleted = p->results[i].n_deleted;
+            conn_send(c, &m);
+        }
+        codec_msg_free(&w->msg);
+        if (c->closing && c->refs == 0) {
+            conn_close(c);
+        }
+    }
+    free(p->items);
+    free(p->results);
+    free(p);
+}
+
+struct cd_result *server__results_for(void *arg, uint64_t index,
+                                      size_t n_ops)
+{
+    struct server *s = arg;
+    for (struct proposal *p = s->inflight; p != NULL; p = p->next) {
+        if (p->req.index == index && p->n == n_ops) {
+            return p->results;
+        }
+    }
+    return NULL;
+}
+
+/* Propose every write of this loop turn as one Raft entry. */
+static void flush_writes(struct server *s)
+{
+    if (s->n_writes == 0) {
+        return;
+    }
+    size_t n = s->n_writes;
+    struct pending_write *items = s->writes;
+    s->writes = NULL;
+    s->n_writes = s->cap_writes = 0;
+
+    struct proposal *p = calloc(1, sizeof *p);
+    struct cd_op *ops = calloc(n, sizeof *ops);
+    struct cd_result *results = calloc(n, sizeof *results);
+    int rc = p == NULL || ops == NULL || results == NULL ? -ENOMEM : 0;
+    if (rc == 0 && s->lead != LEAD_READY) {
+        rc = CD_ENOTLEADER;
+    }
+    uint8_t *buf = NULL;
+    size_t len = 0;
+    if (rc == 0) {
+        for (size_t i = 0; i < n; i++) {
+            ops[i] = items[i].msg.u.write.op;
+        }
+        struct cd_batch b = {server__wall_ms(), ops, n};
+        rc = codec_command_encode(&b, s->cluster_id, raft_malloc, &buf, &len);
+    }
+    if (rc == 0) {
+        p->s = s;
+        p->n = n;
+        p->items = items;
+        p->results = results;
+        p->req.data = p;
+        struct raft_buffer rb = {buf, len};
+        int rv = raft_apply(&s->raft, &p->req, &rb, 1, apply_cb);
+        if (rv != 0) {
+            raft_free(buf);
+            rc = server__raft_err(rv);
+        }
+    }
+    free(ops);
+    if (rc != 0) {
+        for (size_t i = 0; i < n; i++) {
+            items[i].conn->refs--;
+            send_error(items[i].conn, items[i].msg.request_id, rc);
+            codec_msg_free(&items[i].msg);
+            if (items[i].conn->closing && items[i].conn->refs == 0) {
+                conn_close(items[i].conn);
+            }
+        }
+        free(items);
+        free(results);
+        free(p);
+        return;
+    }
+    p->next = s->inflight;
+    s->inflight = p;
+}
+
+static int queue_write(struct server *s, struct conn *c, struct cd_msg *msg)
+{
+    if (s->n_writes == s->cap_writes) {
+        size_t cap = s->cap_writes ? s->cap_writes * 2 : 64;
+        struct pending_write *w = realloc(s->writes, cap * sizeof *w);
+        if (w == NULL) {
+            return -ENOMEM;
+        }
+        s->writes = w;
+        s->cap_writes = cap;
+    }
+    s->writes[s->n_writes].conn = c;
+    s->writes[s->n_writes].msg = *msg; /* moved */
+    s->n_writes++;
+    c->refs++;
+    if (s->n_writes >= CODEC_MAX_OPS / 2) {
+        flush_writes(s);
+    }
+    return 0;
+}
+
+/* --- reads --------------------------------------------------------------- */
+
+struct range_acc {
+    struct cd_kv *kvs;
+    size_t n, cap;
+    int keys_only;
+};
+
+static int range_collect(void *arg, const struct store_kv *kv)
+{
+    struct range_acc *a = arg;
+    if (a->n == a->cap) {
+        size_t cap = a->cap ? a->cap * 2 : 16;
+        struct cd_kv *p = realloc(a->kvs, cap * sizeof *p);
+        if (p == NULL) {
+            return 1; /* stop; reported as -ENOMEM below */
+        }
+        a->kvs = p;
+        a->cap = cap;
+    }
+    struct cd_kv *o = &a->kvs[a->n++];
+    o->key = (struct cd_buf){kv->key, kv->key_len};
+    o->value = a->keys_only ? (struct cd_buf){NULL, 0}
+                            : (struct cd_buf){kv->value, kv->value_len};
+    o->create_rev = kv->create_rev;
+    o->mod_rev = kv->mod_rev;
+    o->version = kv->version;
+    return 0;
+}
+
+/* Answer a GET or RANGE from the local store. */
+static void serve_read(struct conn *c, const struct cd_msg *req,
+                       int serializable)
+{
+    struct server *s = c->s;
+    struct store_read *r;
+    struct store_meta m;
+    struct range_acc acc = {NULL, 0, 0, 0};
+    struct cd_msg resp;
+    int more = 0;
+    int rc = store_read_begin(s->store, &r);
+    if (rc != 0) {
+        send_error(c, req->request_id, rc);
+        return;
+    }
+    rc = store_read_meta(r, &m);
+    if (rc == 0 && req->type == CD_MSG_GET) {
+        struct store_kv kv;
+        rc = store_read_get(r, req->u.get.key.data, req->u.get.key.len, &kv);
+        if (rc == 0) {
+            rc = range_collect(&acc, &kv) != 0 ? -ENOMEM : 0;
+        } else if (rc == CD_ENOTFOUND) {
+            rc = 0; /* zero kvs */
+        }
+    } else if (rc == 0) {
+        acc.keys_only = req->u.range.keys_only;
+        size_t limit = req->u.range.limit > 100000 || req->u.range.limit == 0
+                           ? 100000
+                           : (size_t)req->u.range.limit;
+        rc = store_read_range(r, req->u.range.prefix.data,
+                              req->u.range.prefix.len, req->u.range.start.data,
+                              req->u.range.start.len, limit, range_collect,
+                              &acc, &more);
+        if (rc == 0 && acc.n < limit && more) {
+            rc = -ENOMEM;
+        }
+    }
+    if (rc != 0) {
+        send_error(c, req->request_id, rc);
+    } else {
+        memset(&resp, 0, sizeof resp);
+        resp.request_id = req->request_id;
+        resp.type = CD_MSG_RANGE_RESP;
+        resp.u.range_resp.kvs = acc.kvs;
+        resp.u.range_resp.n_kvs = acc.n;
+        resp.u.range_resp.more = more;
+        resp.u.range_resp.revision = m.revision;
+        resp.u.range_resp.serializable = serializable;
+        conn_send(c, &resp); /* encodes now: the view may end after */
+    }
+    free(acc.kvs);
+    store_read_end(r);
+}
+
+static void barrier_cb(struct raft_barrier *req, int status)
+{
+    struct read_batch *b = req->data;
+    for (size_t i = 0; i < b->n; i++) {
+        struct pending_write *it = &b->items[i];
+        it->conn->refs--;
+        if (status != 0) {
+            send_error(it->conn, it->msg.request_id,
+                       status == RAFT_LEADERSHIPLOST
+                           ? CD_ENOTLEADER
+                           : server__raft_err(status));
+        } else if (!it->conn->closing) {
+            serve_read(it->conn, &it->msg, 0);
+        }
+        codec_msg_free(&it->msg);
+        if (it->conn->closing && it->conn->refs == 0) {
+            conn_close(it->conn);
+        }
+    }
+    free(b->items);
+    free(b);
+}
+
+/* One barrier confirms leadership for every read of this loop turn. */
+static void flush_reads(struct server *s)
+{
+    struct read_batch *b = s->reads;
+    if (b == NULL) {
+        return;
+    }
+    s->reads = NULL;
+    int rv = s->lead == LEAD_READY
+                 ? raft_barrier(&s->raft, &b->req, barrier_cb)
+                 : RAFT_NOTLEADER;
+    if (rv != 0) {
+        barrier_cb(&b->req, rv == RAFT_NOTLEADER ? RAFT_LEADERSHIPLOST : rv);
+    }
+}
+
+static int queue_read(struct server *s, struct conn *c, struct cd_msg *msg)
+{
+    struct read_batch *b = s->reads;
+    if (b == NULL) {
+        b = calloc(1, sizeof *b);
+        if (b == NULL) {
+            return -ENOMEM;
+        }
+        b->s = s;
+        b->req.data = b;
+        s->reads = b;
+    }
+    if (b->n == b->cap) {
+        size_t cap = b->cap ? b->cap * 2 : 16;
+        struct pending_write *p = realloc(b->items, cap * sizeof *p);
+        if (p == NULL) {
+            return -ENOMEM;
+        }
+        b->items = p;
+        b->cap = cap;
+    }
+    b->items[b->n].conn = c;
+    b->items[b->n].msg = *msg;
+    b->n++;
+    c->refs++;
+    return 0;
+}
+
+/* --- watches ------------------------------------------------------------- */
+
+struct watch_acc {
+    struct cd_event *events;
+    size_t n, cap;
+    const uint8_t *prefix;
+    size_t prefix_len;
+    int failed;
+};
+
+static int watch_collect(void *arg, const struct store_change *ch)
+{
+    struct watch_acc *a = arg;
+    if (a->prefix_len > 0 &&
+        (ch->kv.key_len < a->prefix_len ||
+         memcmp(ch->kv.key, a->prefix, a->prefix_len) != 0)) {
+        return 0;
+    }
+    if (a->n == a->cap) {
+        size_t cap = a->cap ? a->cap * 2 : 64;
+        struct cd_event *p = realloc(a->events, cap * sizeof *p);
+        if (p == NULL) {
+            a->failed = 1;
+            return 1;
+        }
+        a->events = p;
+        a->cap = cap;
+    }
+    struct cd_event *e = &a->events[a->n++];
+    e->type = ch->type == STORE_CHANGE_PUT ? CD_EVENT_PUT : CD_EVENT_DELETE;
+    e->sub = ch->sub;
+    e->kv.key = (struct cd_buf){ch->kv.key, ch->kv.key_len};
+    e->kv.value = (struct cd_buf){ch->kv.value, ch->kv.value_len};
+    e->kv.create_rev = ch->kv.create_rev;
+    e->kv.mod_rev = ch->kv.mod_rev;
+    e->kv.version = ch->kv.version;
+    return 0;
+}
+
+static void watch_free(struct watch *w)
+{
+    free(w->prefix);
+    free(w);
+}
+
+/* Deliver what a watch has not seen yet; 1 when the watch must end. */
+static int watch_deliver(struct conn *c, struct watch *w)
+{
+    struct server *s = c->s;
+    while (w->next < s->fsm.revision && !c->closing) {
+        if (uv_stream_get_write_queue_size((uv_stream_t *)&c->tcp) >
+            WATCH_BACKLOG) {
+            return 0; /* resumes when the queue drains */
+        }
+        struct store_read *r;
+        struct watch_acc acc = {NULL, 0, 0, w->prefix, w->prefix_len, 0};
+        uint64_t next = w->next;
+        int rc = store_read_begin(s->store, &r);
+        if (rc != 0) {
+            return 0;
+        }
+        rc = store_read_changes(r, w->next, WATCH_PAGE, watch_collect, &acc,
+                                &next);
+        struct cd_msg m;
+        memset(&m, 0, sizeof m);
+        m.request_id = w->request_id;
+        m.type = CD_MSG_CHANGES;
+        if (rc == CD_ECOMPACTED) {
+            struct store_meta meta;
+            store_read_meta(r, &meta);
+            m.u.changes.compacted = 1;
+            m.u.changes.compact_rev = meta.compact_rev;
+            m.u.changes.revision = meta.revision;
+            conn_send(c, &m);
+            store_read_end(r);
+            free(acc.events);
+            return 1;
+        }
+        if (rc != 0 || acc.failed || next == w->next) {
+            store_read_end(r);
+            free(acc.events);
+            return rc != 0 && rc != CD_EBADREV;
+        }
+        if (acc.n > 0) {
+            m.u.changes.events = acc.events;
+            m.u.changes.n_events = acc.n;
+            m.u.changes.revision = next;
+            conn_send(c, &m);
+        }
+        store_read_end(r);
+        free(acc.events);
+        w->next = next;
+    }
+    return 0;
+}
+
+static void flush_watches(struct server *s)
+{
+    if (!s->watches_dirty) {
+        return;
+    }
+    s->watches_dirty = 0;
+    for (struct conn *c = s->conns; c != NULL; c = c->next) {
+        struct watch **pw = &c->watches;
+        while (*pw != NULL) {
+            struct watch *w = *pw;
+            if (watch_deliver(c, w)) {
+                *pw = w->next_watch;
+                watch_free(w);
+            } else {
+                pw = &w->next_watch;
+            }
+        }
+    }
+}
+
+void server__applied(void *arg, uint64_t index, uint64_t revision)
+{
+    struct server *s = arg;
+    (void)index;
+    (void)revision;
+    s->watches_dirty = 1;
+}
+
+static void start_watch(struct conn *c, struct cd_msg *req)
+{
+    struct watch *w = calloc(1, sizeof *w);
+    if (w == NULL) {
+        send_error(c, req->request_id, -ENOMEM);
+        return;
+    }
+    if (req->u.watch.since > c->s->fsm.revision) {
+        free(w);
+        send_error(c, req->request_id, CD_EBADREV);
+        return;
+    }
+    w->request_id = req->request_id;
+    w->next = req->u.watch.since;
+    if (req->u.watch.prefix.len > 0) {
+        w->prefix = malloc(req->u.watch.prefix.len);
+        if (w->prefix == NULL) {
+            free(w);
+            send_error(c, req->request_id, -ENOMEM);
+            return;
+        }
+        memcpy(w->prefix, req->u.watch.prefix.data, req->u.watch.prefix.len);
+        w->prefix_len = req->u.watch.prefix.len;
+    }
+    send_ok(c, req->request_id);
+    w->next_watch = c->watches;
+    c->watches = w;
+    c->s->watches_dirty = 1;
+}
+
+/* --- snapshot download --------------------------------------------------- */
+
+static void send_snapshot(struct conn *c, uint64_t request_id)
+{
+    struct server *s = c->s;
+    FILE *f = tmpfile();
+    struct store_snapshot_info info;
+    struct store_read *r;
+    struct store_meta meta = {0};
+    if (f == NULL) {
+        send_error(c, request_id, -errno);
+        return;
+    }
+    if (store_read_begin(s->store, &r) == 0) {
+        store_read_meta(r, &meta);
+        store_read_end(r);
+    }
+    int rc = store_snapshot(s->store, fileno(f), &info);
+    if (rc != 0) {
+        fclose(f);
+        send_error(c, request_id, rc);
+        return;
+    }
+    rewind(f);
+    uint8_t *buf = malloc(SNAPSHOT_CHUNK);
+    uint64_t off = 0;
+    size_t n;
+    int last = 0;
+    while (buf != NULL && !last) {
+        n = fread(buf, 1, SNAPSHOT_CHUNK, f);
+        int ch = fgetc(f);
+        last = ch == EOF;
+        if (!last) {
+            ungetc(ch, f);
+        }
+        struct cd_msg m;
+        memset(&m, 0, sizeof m);
+        m.request_id = request_id;
+        m.type = CD_MSG_SNAPSHOT_CHUNK;
+        m.u.snapshot_chunk.offset = off;
+        m.u.snapshot_chunk.data = (struct cd_buf){buf, n};
+        m.u.snapshot_chunk.last = last;
+        m.u.snapshot_chunk.revision = meta.revision;
+        if (conn_send(c, &m) != 0) {
+            break;
+        }
+        off += n;
+    }
+    if (buf == NULL) {
+        send_error(c, request_id, -ENOMEM);
+    }
+    free(buf);
+    fclose(f);
+}
+
+/* --- status and members -------------------------------------------------- */
+
+static void send_status(struct conn *c, uint64_t request_id)
+{
+    struct server *s = c->s;
+    struct cd_msg m;
+    raft_id leader;
+    const char *addr;
+    raft_leader(&s->raft, &leader, &addr);
+    memset(&m, 0, sizeof m);
+    m.request_id = request_id;
+    m.type = CD_MSG_STATUS_RESP;
+    m.u.status_resp.id = s->id;
+    m.u.status_resp.leader_id = leader;
+    m.u.status_resp.leader_api = server__leader_api(s);
+    m.u.status_resp.term = raft_current_term(&s->raft);
+    m.u.status_resp.revision = s->fsm.revision;
+    m.u.status_resp.applied_index = raft_last_applied(&s->raft);
+    m.u.status_resp.commit_index = raft_commit_index(&s->raft);
+    m.u.status_resp.state =
+        s->lead == LEAD_READY ? "leader"
+                              : raft_state_name(raft_state(&s->raft));
+    m.u.status_resp.version = "clusterd 0.1";
+    conn_send(c, &m);
+}
+
+static enum cd_member_role role_of(int raft_role)
+{
+    switch (raft_role) {
+        case RAFT_VOTER:
+            return CD_ROLE_VOTER;
+        case RAFT_STANDBY:
+            return CD_ROLE_STANDBY;
+        default:
+            return CD_ROLE_SPARE;
+    }
+}
+
+static void send_members(struct conn *c, uint64_t request_id)
+{
+    struct server *s = c->s;
+    const struct raft_configuration *conf = &s->raft.configuration;
+    struct cd_member *ms = calloc(conf->n ? conf->n : 1, sizeof *ms);
+    char (*apis)[64] = calloc(conf->n ? conf->n : 1, 64);
+    raft_id leader;
+    const char *addr;
+    if (ms == NULL || apis == NULL) {
+        free(ms);
+        free(apis);
+        send_error(c, request_id, -ENOMEM);
+        return;
+    }
+    raft_leader(&s->raft, &leader, &addr);
+    for (unsigned i = 0; i < conf->n; i++) {
+        ms[i].id = conf->servers[i].id;
+        ms[i].address = conf->servers[i].address;
+        ms[i].role = role_of(conf->servers[i].role);
+        if (server__member_api(s, ms[i].id, apis[i], 64) == 0) {
+            ms[i].api_address = apis[i];
+        }
+        ms[i].leader = ms[i].id == leader;
+        ms[i].reachable = 1;
+    }
+    struct cd_msg m;
+    memset(&m, 0, sizeof m);
+    m.request_id = request_id;
+    m.type = CD_MSG_MEMBERS_RESP;
+    m.u.members_resp.members = ms;
+    m.u.members_resp.n_members = conf->n;
+    conn_send(c, &m);
+    free(ms);
+    free(apis);
+}
+
+/* --- membership changes -------------------------------------------------- */
+
+/* Tokens are stored as /cluster/tokens/<sha256 hex> = expiry (ms). */
+static void token_key(const char *token, char *key, size_t len)
+{
+    unsigned char md[EVP_MAX_MD_SIZE];
+    unsigned int mdlen = 0;
+    EVP_Digest(token, strlen(token), md, &mdlen, EVP_sha256(), NULL);
+    int n = snprintf(key, len, "/cluster/tokens/");
+    for (unsigned i = 0; i < mdlen && (size_t)n + 3 < len; i++) {
+        n += snprintf(key + n, len - (size_t)n, "%02x", md[i]);
+    }
+}
+
+static int token_valid(struct server *s, const char *token)
+{
+    char key[128];
+    struct store_read *r;
+    struct store_kv kv;
+    if (token == NULL || token[0] == '\0') {
+        return 0;
+    }
+    token_key(token, key, sizeof key);
+    if (store_read_begin(s->store, &r) != 0) {
+        return 0;
+    }
+    int ok = 0;
+    if (store_read_get(r, key, strlen(key), &kv) == 0) {
+        char buf[32];
+        size_t n = kv.value_len < sizeof buf - 1 ? kv.value_len
+                                                 : sizeof buf - 1;
+        memcpy(buf, kv.value, n);
+        buf[n] = '\0';
+        ok = strtoull(buf, NULL, 10) > server__wall_ms();
+    }
+    store_read_end(r);
+    return ok;
+}
+
+/* Propose one internal write (not tied to a client connection). */
+struct internal_write {
+    struct raft_apply req;
+    char key[128];
+    char value[128];
+};
+
+static void internal_cb(struct raft_apply *req, int status, void *result)
+{
+    (void)result;
+    if (status != 0) {
+        log_warn("api", "internal write failed: %s", raft_strerror(status));
+    }
+    free(req->data);
+}
+
+static int propose_put(struct server *s, const char *key, const char *value)
+{
+    struct internal_write *w = calloc(1, sizeof *w);
+    uint8_t *buf;
+    size_t len;
+    if (w == NULL) {
+        return -ENOMEM;
+    }
+    snprintf(w->key, sizeof w->key, "%s", key);
+    snprintf(w->value, sizeof w->value, "%s", value);
+    struct cd_op op = {.type = CD_OP_PUT,
+                       .key = {w->key, strlen(w->key)},
+                       .value = {w->value, strlen(w->value)}};
+    struct cd_batch b = {server__wall_ms(), &op, 1};
+    int rc = codec_command_encode(&b, s->cluster_id, raft_malloc, &buf, &len);
+    if (rc != 0) {
+        free(w);
+        return rc;
+    }
+    w->req.data = w;
+    struct raft_buffer rb = {buf, len};
+    int rv = raft_apply(&s->raft, &w->req, &rb, 1, internal_cb);
+    if (rv != 0) {
+        raft_free(buf);
+        free(w);
+        return server__raft_err(rv);
+    }
+    return 0;
+}
+
+static void change_reply(struct server *s, int rc)
+{
+    struct conn *c = s->change_conn;
+    s->change_busy = 0;
+    s->change_conn = NULL;
+    if (c == NULL) {
+        return;
+    }
+    c->refs--;
+    if (rc != 0) {
+        send_error(c, s->change_request_id, rc);
+    } else if (s->change_action == CD_MEMBER_ADD) {
+        struct cd_member mem = {.id = s->change_id,
+                                .address = "",
+                                .role = CD_ROLE_SPARE,
+                                .api_address = s->change_api};
+        struct cd_msg m;
+        memset(&m, 0, sizeof m);
+        m.request_id = s->change_request_id;
+        m.type = CD_MSG_MEMBERS_RESP;
+        m.u.members_resp.members = &mem;
+        m.u.members_resp.n_members = 1;
+        conn_send(c, &m);
+    } else {
+        send_ok(c, s->change_request_id);
+    }
+    if (c->closing && c->refs == 0) {
+        conn_close(c);
+    }
+}
+
+static void change_cb(struct raft_change *req, int status)
+{
+    struct server *s = req->data;
+    int rc = server__raft_err(status);
+    if (rc == 0 && s->change_action == CD_MEMBER_ADD) {
+        char key[64];
+        server__member_key(key, sizeof key, s->change_id);
+        rc = propose_put(s, key, s->change_api);
+    }
+    change_reply(s, rc);
+}
+
+static int raft_role_of(enum cd_member_role r)
+{
+    switch (r) {
+        case CD_ROLE_VOTER:
+            return RAFT_VOTER;
+        case CD_ROLE_STANDBY:
+            return RAFT_STANDBY;
+        default:
+            return RAFT_SPARE;
+    }
+}
+
+static void member_change(struct conn *c, struct cd_msg *req)
+{
+    struct server *s = c->s;
+    const struct raft_configuration *conf = &s->raft.configuration;
+    int rv;
+    if (s->lead != LEAD_READY) {
+        send_error(c, req->request_id, CD_ENOTLEADER);
+        return;
+    }
+    if (s->change_busy) {
+        send_error(c, req->request_id, CD_EBUSY);
+        return;
+    }
+    s->change.data = s;
+    s->change_action = (int)req->u.member_change.action;
+    s->change_request_id = req->request_id;
+    s->change_api[0] = '\0';
+    switch (req->u.member_change.action) {
+        case CD_MEMBER_ADD: {
+            if (!token_valid(s, req->u.member_change.token)) {
+                send_error(c, req->request_id, -EACCES);
+                return;
+            }
+            const char *addr = req->u.member_change.address;
+            uint64_t max = 0;
+            for (unsigned i = 0; i < conf->n; i++) {
+                if (strcmp(conf->servers[i].address, addr) == 0) {
+                    send_error(c, req->request_id, -EEXIST);
+                    return;
+                }
+                max = conf->servers[i].id > max ? conf->servers[i].id : max;
+            }
+            s->change_id = max + 1;
+            snprintf(s->change_api, sizeof s->change_api, "%s",
+                     req->u.member_change.api_address != NULL
+                         ? req->u.member_change.api_address
+                         : "");
+            rv = raft_add(&s->raft, &s->change, s->change_id, addr,
+                          change_cb);
+            break;
+        }
+        case CD_MEMBER_REMOVE:
+            s->change_id = req->u.member_change.id;
+            rv = raft_remove(&s->raft, &s->change, s->change_id, change_cb);
+            break;
+        case CD_MEMBER_ASSIGN:
+            s->change_id = req->u.member_change.id;
+            rv = raft_assign(&s->raft, &s->change, s->change_id,
+                             raft_role_of(req->u.member_change.role),
+                             change_cb);
+            break;
+        default:
+            send_error(c, req->request_id, CD_EBADOP);
+            return;
+    }
+    if (rv != 0) {
+        log_warn("api", "membership change refused: %s",
+                 raft_errmsg(&s->raft));
+        send_error(c, req->request_id,
+                   rv == RAFT_BADID || rv == RAFT_NOTFOUND ? CD_ENOTFOUND
+                                                           : server__raft_err(rv));
+        return;
+    }
+    s->change_busy = 1;
+    s->change_conn = c;
+    c->refs++;
+}
+
+struct transfer_req {
+    struct raft_transfer req;
+    struct conn *c;
+    uint64_t request_id;
+    uint64_t to;
+};
+
+static void transfer_cb(struct raft_transfer *req)
+{
+    struct transfer_req *t = req->data;
+    struct server *s = t->c->s;
+    raft_id leader;
+    const char *addr;
+    raft_leader(&s->raft, &leader, &addr);
+    t->c->refs--;
+    if (leader != 0 && leader != s->id && (t->to == 0 || leader == t->to)) {
+        send_ok(t->c, t->request_id);
+    } else {
+        send_error(t->c, t->request_id, CD_ETIMEOUT);
+    }
+    if (t->c->closing && t->c->refs == 0) {
+        conn_close(t->c);
+    }
+    free(t);
+}
+
+static void leader_transfer(struct conn *c, struct cd_msg *req)
+{
+    struct server *s = c->s;
+    if (s->lead != LEAD_READY) {
+        send_error(c, req->request_id, CD_ENOTLEADER);
+        return;
+    }
+    struct transfer_req *t = calloc(1, sizeof *t);
+    if (t == NULL) {
+        send_error(c, req->request_id, -ENOMEM);
+        return;
+    }
+    t->c = c;
+    t->request_id = req->request_id;
+    t->to = req->u.transfer.to;
+    t->req.data = t;
+    int rv = raft_transfer(&s->raft, &t->req, t->to, transfer_cb);
+    if (rv != 0) {
+        free(t);
+        send_error(c, req->request_id,
+                   rv == RAFT_BADID || rv == RAFT_NOTFOUND ? CD_ENOTFOUND
+                                                           : server__raft_err(rv));
+        return;
+    }
+    c->refs++;
+}
+
+/* A new token: 32 hex digits from the kernel's random source. */
+static int new_token(char *out, size_t len)
+{
+    uint8_t raw[16];
+    if (len < 33 || getrandom(raw, sizeof raw, 0) != sizeof raw) {
+        return -EIO;
+    }
+    for (size_t i = 0; i < sizeof raw; i++) {
+        snprintf(out + 2 * i, 3, "%02x", raw[i]);
+    }
+    return 0;
+}
+
+/* Store a token's hash with its expiry; the token itself is never stored. */
+static int propose_token(struct server *s, const char *token, unsigned ttl_s)
+{
+    char key[128], value[32];
+    token_key(token, key, sizeof key);
+    snprintf(value, sizeof value, "%" PRIu64,
+             server__wall_ms() + (uint64_t)ttl_s * 1000);
+    return propose_put(s, key, value);
+}
+
+/* The first leader of a new cluster makes a join token valid for a day and
+ * leaves it, readable by root only, in <data>/join-token. */
+static void first_token(struct server *s)
+{
+    char token[40], path[300];
+    if (new_token(token, sizeof token) != 0 ||
+        propose_token(s, token, 86400) != 0) {
+        log_warn("api", "could not create the first join token");
+        return;
+    }
+    snprintf(path, sizeof path, "%s/join-token", s->cfg.data_dir);
+    FILE *f = fopen(path, "w");
+    if (f != NULL) {
+        fchmod(fileno(f), 0600);
+        fprintf(f, "%s\n", token);
+        fclose(f);
+        log_info("api", "first join token written to %s (valid 24 h)",
+                 path);
+    }
+}
+
+/* --- leadership hooks ---------------------------------------------------- */
+
+/*
+ * A new leader makes sure the replicated records about itself are right:
+ * its API address (clients are redirected to it), and, on the first
+ * leadership of a new cluster, the cluster's identity and a first join
+ * token, written to <data>/join-token for the operator.
+ */
+void server__on_ready(struct server *s)
+{
+    char key[64], api[64];
+    server__member_key(key, sizeof key, s->id);
+    if (server__member_api(s, s->id, api, sizeof api) != 0 ||
+        strcmp(api, s->cfg.api_addr) != 0) {
+        propose_put(s, key, s->cfg.api_addr);
+    }
+    struct store_read *r;
+    struct store_kv kv;
+    if (store_read_begin(s->store, &r) == 0) {
+        int have = store_read_get(r, "/cluster/id", 11, &kv) == 0;
+        store_read_end(r);
+        if (!have) {
+            char cid[32], voters[16];
+            snprintf(cid, sizeof cid, "%016" PRIx64, s->cluster_id);
+            snprintf(voters, sizeof voters, "%u", s->cfg.voters);
+            propose_put(s, "/cluster/id", cid);
+            propose_put(s, "/cluster/voters", voters);
+            first_token(s);
+        }
+    }
+}
+
+void server__on_lost(struct server *s)
+{
+    /* Writes not yet proposed and reads not yet confirmed go back to their
+     * clients, who retry at the new leader.  Proposed entries and issued
+     * barriers are failed by raft itself (LEADERSHIPLOST). */
+    flush_writes(s);
+    flush_reads(s);
+}
+
+/* --- dispatch ------------------------------------------------------------ */
+
+static void dispatch(struct conn *c, struct cd_msg *msg)
+{
+    struct server *s = c->s;
+    if (msg->has_cluster_id && s->cluster_id != 0 &&
+        msg->cluster_id != s->cluster_id) {
+        send_error(c, msg->request_id, CD_EBADCLUSTER);
+        codec_msg_free(msg);
+        return;
+    }
+    switch (msg->type) {
+        case CD_MSG_WRITE:
+            if (s->lead != LEAD_READY) {
+                send_error(c, msg->request_id, CD_ENOTLEADER);
+                break;
+            }
+            if (queue_write(s, c, msg) != 0) {
+                send_error(c, msg->request_id, -ENOMEM);
+                break;
+            }
+            return; /* msg moved */
+        case CD_MSG_GET:
+        case CD_MSG_RANGE: {
+            int ser = msg->type == CD_MSG_GET ? msg->u.get.serializable
+                                              : msg->u.range.serializable;
+            if (ser) {
+                serve_read(c, msg, 1);
+                break;
+            }
+            if (s->lead != LEAD_READY) {
+                send_error(c, msg->request_id, CD_ENOTLEADER);
+                break;
+            }
+            if (queue_read(s, c, msg) != 0) {
+                send_error(c, msg->request_id, -ENOMEM);
+                break;
+            }
+            return; /* msg moved */
+        }
+        case CD_MSG_WATCH:
+            start_watch(c, msg);
+            break;
+        case CD_MSG_STATUS:
+            send_status(c, msg->request_id);
+            break;
+        case CD_MSG_MEMBERS:
+            send_members(c, msg->request_id);
+            break;
+        case CD_MSG_MEMBER_CHANGE:
+            member_change(c, msg);
+            break;
+        case CD_MSG_TRANSFER:
+            leader_transfer(c, msg);
+            break;
+        case CD_MSG_SNAPSHOT:
+            send_snapshot(c, msg->request_id);
+            break;
+        default:
+            send_error(c, msg->request_id, CD_EBADOP);
+            break;
+    }
+    codec_msg_free(msg);
+}
+
+/* --- connections --------------------------------------------------------- */
+
+static void conn_freed(uv_handle_t *h)
+{
+    struct conn *c = h->data;
+    struct server *s = c->s;
+    codec_reader_free(&c->reader);
+    free(c);
+    server__maybe_stopped(s);
+}
+
+static void conn_close(struct conn *c)
+{
+    struct server *s = c->s;
+    if (!c->closing) {
+        c->closing = 1;
+        while (c->watches != NULL) {
+            struct watch *w = c->watches;
+            c->watches = w->next_watch;
+            watch_free(w);
+        }
+        uv_read_stop((uv_stream_t *)&c->tcp);
+    }
+    if (c->refs > 0 || uv_is_closing((uv_handle_t *)&c->tcp)) {
+        return; /* the last request in flight calls us again */
+    }
+    if (c->prev != NULL) {
+        c->prev->next = c->next;
+    } else if (s->conns == c) {
+        s->conns = c->next;
+    }
+    if (c->next != NULL) {
+        c->next->prev = c->prev;
+    }
+    c->prev = c->next = NULL;
+    s->n_conns--;
+    uv_close((uv_handle_t *)&c->tcp, conn_freed);
+}
+
+static void alloc_cb(uv_handle_t *h, size_t suggested, uv_buf_t *buf)
+{
+    (void)h;
+    buf->base = malloc(suggested);
+    buf->len = buf->base != NULL ? suggested : 0;
+}
+
+static void read_cb(uv_stream_t *stream, ssize_t nread, const uv_buf_t *buf)
+{
+    struct conn *c = stream->data;
+    if (nread < 0) {
+        free(buf->base);
+        conn_close(c);
+        return;
+    }
+    c->last_active = uv_now(c->s->loop);
+    const uint8_t *data = (const uint8_t *)buf->base;
+    size_t left = (size_t)nread;
+    while (left > 0 && !c->closing) {
+        size_t used;
+        const uint8_t *payload;
+        size_t plen;
+        int rc = codec_reader_feed(&c->reader, data, left, &used, &payload,
+                                   &plen);
+        data += used;
+        left -= used;
+        if (rc == CD_EFRAMETOOBIG || rc < 0) {
+            log_warn("api", "closing a connection: %s", cd_strerror(rc));
+            send_error(c, 0, rc);
+            conn_close(c);
+            break;
+        }
+        if (rc == 0) {
+            break;
+        }
+        struct cd_msg msg;
+        rc = codec_decode(payload, plen, &msg);
+        if (rc != 0) {
+            send_error(c, 0, rc);
+            continue;
+        }
+        dispatch(c, &msg);
+    }
+    free(buf->base);
+}
+
+static void accept_cb(uv_stream_t *server, int status)
+{
+    struct server *s = server->data;
+    if (status != 0) {
+        return;
+    }
+    struct conn *c = calloc(1, sizeof *c);
+    if (c == NULL) {
+        return;
+    }
+    c->s = s;
+    uv_tcp_init(s->loop, &c->tcp);
+    c->tcp.data = c;
+    if (uv_accept(server, (uv_stream_t *)&c->tcp) != 0) {
+        uv_close((uv_handle_t *)&c->tcp, (uv_close_cb)free);
+        return;
+    }
+    if (s->n_conns >= s->cfg.max_conns || s->stopping) {
+        /* Refuse politely: the client sees the close at once. */
+        uv_close((uv_handle_t *)&c->tcp, (uv_close_cb)free);
+        return;
+    }
+    uv_tcp_nodelay(&c->tcp, 1);
+    codec_reader_init(&c->reader, s->cfg.max_frame);
+    c->last_active = uv_now(s->loop);
+    c->next = s->conns;
+    if (s->conns != NULL) {
+        s->conns->prev = c;
+    }
+    s->conns = c;
+    s->n_conns++;
+    uv_read_start((uv_stream_t *)&c->tcp, alloc_cb, read_cb);
+}
+
+static void check_cb(uv_check_t *h)
+{
+    struct server *s = h->data;
+    flush_writes(s);
+    flush_reads(s);
+    flush_watches(s);
+}
+
+static void tick_cb(uv_timer_t *t)
+{
+    struct server *s = t->data;
+    uint64_t now = uv_now(s->loop);
+    struct conn *c = s->conns;
+    while (c != NULL) {
+        struct conn *next = c->next;
+        if (c->watches == NULL && c->refs == 0 &&
+            now - c->last_active > s->cfg.idle_timeout_ms) {
+            conn_close(c);
+        }
+        c = next;
+    }
+}
+
+static int parse_addr(const char *addr, struct sockaddr_in *sa)
+{
+    char host[64];
+    const char *colon = strrchr(addr, ':');
+    if (colon == NULL || (size_t)(colon - addr) >= sizeof host) {
+        return CD_ECONFIG;
+    }
+    memcpy(host, addr, (size_t)(colon - addr));
+    host[colon - addr] = '\0';
+    return uv_ip4_addr(host, atoi(colon + 1), sa) == 0 ? 0 : CD_ECONFIG;
+}
+
+int server__api_start(struct server *s)
+{
+    struct sockaddr_in sa;
+    int rc = parse_addr(s->cfg.api_addr, &sa);
+    if (rc != 0) {
+        log_error("api", "bad api_address %s", s->cfg.api_addr);
+        return rc;
+    }
+    uv_check_init(s->loop, &s->check);
+    s->check.data = s;
+    uv_timer_init(s->loop, &s->tick);
+    s->tick.data = s;
+    uv_tcp_init(s->loop, &s->listener);
+    s->listener.data = s;
+    s->listening = 1;
+    if ((rc = uv_tcp_bind(&s->listener, (struct sockaddr *)&sa, 0)) != 0 ||
+        (rc = uv_listen((uv_stream_t *)&s->listener, 511, accept_cb)) != 0) {
+        log_error("api", "cannot listen on %s: %s", s->cfg.api_addr,
+                  uv_strerror(rc));
+        return rc;
+    }
+    uv_check_start(&s->check, check_cb);
+    uv_timer_start(&s->tick, tick_cb, TICK_MS, TICK_MS);
+    return 0;
+}
+
+static void api_handle_closed(uv_handle_t *h)
+{
+    struct server *s = h->data;
+    s->handles_open--;
+    server__maybe_stopped(s);
+}
+
+void server__api_close(struct server *s)
+{
+    /* Close what api_start got to initialise (a handle's loop is set by
+     * its init; the server struct starts zeroed). */
+    uv_handle_t *hs[] = {(uv_handle_t *)&s->listener,
+                         (uv_handle_t *)&s->check, (uv_handle_t *)&s->tick};
+    for (size_t i = 0; i < sizeof hs / sizeof hs[0]; i++) {
+        if (hs[i]->loop != NULL && !uv_is_closing(hs[i])) {
+            s->handles_open++;
+            hs[i]->data = s;
+            uv_close(hs[i], api_handle_closed);
+        }
+    }
+    s->listening = 0;
+    /* Unproposed writes and unconfirmed reads fail now. */
+    s->lead = LEAD_FOLLOWER;
+    flush_writes(s);
+    flush_reads(s);
+    struct conn *c = s->conns;
+    while (c != NULL) {
+        struct conn *next = c->next;
+        conn_close(c);
+        c = next;
+    }
+}

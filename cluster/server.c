@@ -1,0 +1,597 @@
+/*
+ * server.c - a clusterd parent; see server.h.
+ *
+ * Everything runs on one libuv loop:
+ *   - raft (libraft's uv backend) and the FSM (fsm.c) over the store;
+ *   - the leadership state machine, advanced from a uv_prepare handle on
+ *     every loop turn, since libraft has no state-change callback:
+ *         FOLLOWER --(raft says leader)--> LEADING --(barrier applied)-->
+ *         READY --(raft says otherwise)--> FOLLOWER
+ *     Only a READY leader serves writes and linearizable reads: its own
+ *     barrier has committed, so every entry of earlier terms is applied;
+ *   - the API server (api.c): connections, framing, dispatch.
+ *
+ * Writes that arrive in the same loop turn become one Raft entry (flushed
+ * from a uv_check handle); linearizable reads of the same turn share one
+ * barrier.  A follower answers writes and linearizable reads with
+ * CD_ENOTLEADER and the leader's API address, taken from the replicated
+ * member records (/cluster/members/<id>), and clients retry there.
+ */
+#include "server_int.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/file.h>
+#include <sys/random.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "../lib/err.h"
+#include "../lib/log.h"
+#include "client.h"
+#include "raft_version.h"
+
+uint64_t server__wall_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
+}
+
+int server__raft_err(int rv)
+{
+    switch (rv) {
+        case 0:
+            return 0;
+        case RAFT_NOTLEADER:
+            return CD_ENOTLEADER;
+        case RAFT_LEADERSHIPLOST:
+            return CD_ELEADERLOST;
+        case RAFT_NOMEM:
+            return -ENOMEM;
+        case RAFT_SHUTDOWN:
+            return CD_ESHUTDOWN;
+        case RAFT_CANTCHANGE:
+        case RAFT_BUSY:
+            return CD_EBUSY;
+        case RAFT_NOSPACE:
+            return -ENOSPC;
+        case RAFT_IOERR:
+            return -EIO;
+        default:
+            return CD_ERAFT;
+    }
+}
+
+/* --- member records ------------------------------------------------------ */
+
+void server__member_key(char *buf, size_t len, uint64_t id)
+{
+    snprintf(buf, len, "/cluster/members/%" PRIu64, id);
+}
+
+int server__member_api(struct server *s, uint64_t id, char *out, size_t len)
+{
+    char key[64];
+    struct store_read *r;
+    struct store_kv kv;
+    server__member_key(key, sizeof key, id);
+    int rc = store_read_begin(s->store, &r);
+    if (rc != 0) {
+        return rc;
+    }
+    rc = store_read_get(r, key, strlen(key), &kv);
+    if (rc == 0) {
+        size_t n = kv.value_len < len - 1 ? kv.value_len : len - 1;
+        memcpy(out, kv.value, n);
+        out[n] = '\0';
+    }
+    store_read_end(r);
+    return rc;
+}
+
+const char *server__leader_api(struct server *s)
+{
+    raft_id id;
+    const char *addr;
+    raft_leader(&s->raft, &id, &addr);
+    if (id == 0) {
+        return NULL;
+    }
+    if (id != s->leader_api_id) {
+        if (server__member_api(s, id, s->leader_api,
+                               sizeof s->leader_api) != 0) {
+            return NULL;
+        }
+        s->leader_api_id = id;
+    }
+    return s->leader_api;
+}
+
+/* --- fatal errors -------------------------------------------------------- */
+
+static void fsm_fatal(void *arg, int err)
+{
+    struct server *s = arg;
+    /* The store can no longer follow the log (disk error, corruption):
+     * serving on would be wrong, and libraft would not step down by
+     * itself.  Exit at once; the supervisor restarts the node, which
+     * replays the log, or stays down for an operator. */
+    log_error("server", "fatal store error: %s (%s); exiting",
+              cd_strerror(err), cd_errname(err));
+    s->failed = 1;
+    _exit(70);
+}
+
+/* --- the leadership state machine ---------------------------------------- */
+
+static void lead_barrier_cb(struct raft_barrier *req, int status)
+{
+    struct server *s = req->data;
+    s->lead_barrier_busy = 0;
+    if (status != 0 || s->lead != LEAD_LEADING ||
+        raft_state(&s->raft) != RAFT_LEADER) {
+        return;
+    }
+    s->lead = LEAD_READY;
+    log_info("server", "leader ready (term %llu, revision %" PRIu64 ")",
+             (unsigned long long)raft_current_term(&s->raft),
+             s->fsm.revision);
+    server__on_ready(s);
+}
+
+static void lead_transition(struct server *s)
+{
+    int state = raft_state(&s->raft);
+    raft_id leader;
+    const char *addr;
+    raft_leader(&s->raft, &leader, &addr);
+    if (leader != s->last_leader) {
+        log_info("server", "leader is now %llu (%s)",
+                 (unsigned long long)leader, leader ? addr : "none");
+        s->last_leader = leader;
+    }
+    if (state == RAFT_LEADER && s->lead == LEAD_FOLLOWER && !s->stopping) {
+        s->lead = LEAD_LEADING;
+        if (!s->lead_barrier_busy) {
+            s->lead_barrier.data = s;
+            int rv = raft_barrier(&s->raft, &s->lead_barrier,
+                                  lead_barrier_cb);
+            if (rv == 0) {
+                s->lead_barrier_busy = 1;
+            } else {
+                s->lead = LEAD_FOLLOWER; /* try again next turn */
+            }
+        }
+    } else if (state != RAFT_LEADER && s->lead != LEAD_FOLLOWER) {
+        log_info("server", "no longer leader");
+        s->lead = LEAD_FOLLOWER;
+        server__on_lost(s);
+    }
+}
+
+static void prepare_cb(uv_prepare_t *h)
+{
+    lead_transition(h->data);
+}
+
+/* --- node identity ------------------------------------------------------- */
+
+static int read_identity(struct server *s)
+{
+    char path[300];
+    snprintf(path, sizeof path, "%s/node", s->cfg.data_dir);
+    FILE *f = fopen(path, "r");
+    if (f == NULL) {
+        return errno == ENOENT ? CD_ENOTFOUND : -errno;
+    }
+    unsigned long long id = 0, cid = 0;
+    int n = fscanf(f, "id=%llu\ncluster_id=%llx\n", &id, &cid);
+    fclose(f);
+    if (n != 2 || id == 0 || cid == 0) {
+        log_error("server", "%s is damaged", path);
+        return CD_ECORRUPT;
+    }
+    s->id = id;
+    s->cluster_id = cid;
+    return 0;
+}
+
+static int write_identity(struct server *s)
+{
+    char path[300], tmp[310];
+    snprintf(path, sizeof path, "%s/node", s->cfg.data_dir);
+    snprintf(tmp, sizeof tmp, "%s.tmp", path);
+    int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+    if (fd < 0) {
+        return -errno;
+    }
+    char buf[128];
+    int len = snprintf(buf, sizeof buf, "id=%" PRIu64 "\ncluster_id=%016" PRIx64
+                       "\n",
+                       s->id, s->cluster_id);
+    if (write(fd, buf, (size_t)len) != len || fsync(fd) != 0) {
+        int e = -errno;
+        close(fd);
+        return e;
+    }
+    close(fd);
+    if (rename(tmp, path) != 0) {
+        return -errno;
+    }
+    return 0;
+}
+
+static int lock_data_dir(struct server *s)
+{
+    char path[300];
+    snprintf(path, sizeof path, "%s/LOCK", s->cfg.data_dir);
+    s->lock_fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0644);
+    if (s->lock_fd < 0) {
+        return -errno;
+    }
+    if (flock(s->lock_fd, LOCK_EX | LOCK_NB) != 0) {
+        log_error("server", "%s is in use by another clusterd",
+                  s->cfg.data_dir);
+        close(s->lock_fd);
+        s->lock_fd = -1;
+        return CD_ELOCKED;
+    }
+    return 0;
+}
+
+/*
+ * Ask the cluster at cfg.join to add this node.  The leader checks the
+ * token, assigns the id and adds us as a spare; we learn our id and the
+ * cluster id from the reply.  Runs before the loop, blocking.
+ */
+static int join_cluster(struct server *s)
+{
+    char **eps;
+    size_t n;
+    struct cd_client *c;
+    int rc = cd_client_parse_endpoints(s->cfg.join, &eps, &n);
+    if (rc != 0) {
+        return rc;
+    }
+    struct cd_client_config cc = {
+        .endpoints = (const char *const *)eps,
+        .n_endpoints = n,
+        .timeout_ms = 5000,
+        .total_timeout_ms = 30000,
+    };
+    rc = cd_client_open(&cc, &c);
+    if (rc != 0) {
+        cd_client_free_endpoints(eps, n);
+        return rc;
+    }
+    struct cd_msg req, resp;
+    memset(&req, 0, sizeof req);
+    req.type = CD_MSG_MEMBER_CHANGE;
+    req.u.member_change.action = CD_MEMBER_ADD;
+    req.u.member_change.address = s->cfg.raft_addr;
+    req.u.member_change.api_address = s->cfg.api_addr;
+    req.u.member_change.token = s->cfg.token;
+    rc = cd_client_call(c, &req, &resp);
+    if (rc == 0) {
+        if (resp.type != CD_MSG_MEMBERS_RESP ||
+            resp.u.members_resp.n_members != 1 || !resp.has_cluster_id) {
+            rc = CD_EMALFORMED;
+        } else {
+            s->id = resp.u.members_resp.members[0].id;
+            s->cluster_id = resp.cluster_id;
+        }
+        codec_msg_free(&resp);
+    }
+    cd_client_close(c);
+    cd_client_free_endpoints(eps, n);
+    if (rc != 0) {
+        log_error("server", "joining %s failed: %s (%s)", s->cfg.join,
+                  cd_strerror(rc), cd_errname(rc));
+        return rc;
+    }
+    log_info("server", "joined cluster %016" PRIx64 " as node %" PRIu64,
+             s->cluster_id, s->id);
+    return 0;
+}
+
+/* --- start / stop -------------------------------------------------------- */
+
+int server_init(struct server **out, uv_loop_t *loop,
+                const struct cd_config *cfg)
+{
+    struct server *s = calloc(1, sizeof *s);
+    if (s == NULL) {
+        return -ENOMEM;
+    }
+    s->loop = loop;
+    s->cfg = *cfg;
+    s->lock_fd = -1;
+    *out = s;
+    return 0;
+}
+
+static int open_store(struct server *s)
+{
+    char path[300];
+    struct store_config sc;
+    snprintf(path, sizeof path, "%s/state.mdb", s->cfg.data_dir);
+    store_config_init(&sc, path);
+    sc.map_size = s->cfg.map_size;
+    /* The Raft log in front replays whatever a power loss undoes. */
+    sc.durability = STORE_DURABLE_DEFERRED;
+    int rc = store_open(&sc, &s->store);
+    if (rc != 0) {
+        log_error("server", "cannot open the store %s: %s (%s)", path,
+                  cd_strerror(rc), cd_errname(rc));
+    }
+    return rc;
+}
+
+static int start_raft(struct server *s, int bootstrap)
+{
+    char dir[300];
+    int rv;
+    snprintf(dir, sizeof dir, "%s/raft", s->cfg.data_dir);
+    if (mkdir(dir, 0755) != 0 && errno != EEXIST) {
+        return -errno;
+    }
+    /* The transport refuses to start with version 0 ("Invalid version"). */
+    s->transport.version = 1;
+    s->transport.data = s;
+    if ((rv = raft_uv_tcp_init(&s->transport, s->loop)) != 0) {
+        log_error("server", "raft transport: %s", raft_strerror(rv));
+        return CD_ERAFT;
+    }
+    if ((rv = raft_uv_init(&s->io, s->loop, dir, &s->transport)) != 0) {
+        log_error("server", "raft io: %s", s->io.errmsg);
+        raft_uv_tcp_close(&s->transport);
+        return CD_ERAFT;
+    }
+    if ((rv = raft_init(&s->raft, &s->io, &s->fsm.raft_fsm, s->id,
+                        s->cfg.raft_addr)) != 0) {
+        log_error("server", "raft init: %s", raft_errmsg(&s->raft));
+        raft_uv_close(&s->io);
+        raft_uv_tcp_close(&s->transport);
+        return CD_ERAFT;
+    }
+    s->raft_inited = 1;
+    s->fsm.raft = &s->raft;
+    raft_set_heartbeat_timeout(&s->raft, s->cfg.heartbeat_ms);
+    raft_set_election_timeout(&s->raft, s->cfg.election_ms);
+    raft_set_pre_vote(&s->raft, true);
+    raft_set_snapshot_threshold(&s->raft, s->cfg.snapshot_threshold);
+    raft_set_snapshot_trailing(&s->raft, s->cfg.snapshot_trailing);
+    raft_set_install_snapshot_timeout(&s->raft, 30000);
+
+    if (bootstrap) {
+        struct raft_configuration conf;
+        raft_configuration_init(&conf);
+        rv = raft_configuration_add(&conf, s->id, s->cfg.raft_addr,
+                                    RAFT_VOTER);
+        if (rv == 0) {
+            rv = raft_bootstrap(&s->raft, &conf);
+        }
+        raft_configuration_close(&conf);
+        if (rv != 0) {
+            log_error("server", "bootstrap: %s", raft_errmsg(&s->raft));
+            return CD_ERAFT;
+        }
+    }
+    if ((rv = raft_start(&s->raft)) != 0) {
+        log_error("server", "raft start: %s", raft_errmsg(&s->raft));
+        return CD_ERAFT;
+    }
+    return 0;
+}
+
+int server_start(struct server *s)
+{
+    int rc;
+    /* Followers die of SIGPIPE when a peer vanishes mid-write otherwise. */
+    signal(SIGPIPE, SIG_IGN);
+    if (mkdir(s->cfg.data_dir, 0755) != 0 && errno != EEXIST) {
+        log_error("server", "cannot create %s: %s", s->cfg.data_dir,
+                  strerror(errno));
+        return -errno;
+    }
+    if ((rc = lock_data_dir(s)) != 0) {
+        return rc;
+    }
+    int bootstrap = 0;
+    rc = read_identity(s);
+    if (rc == CD_ENOTFOUND) {
+        if (s->cfg.bootstrap) {
+            uint64_t cid = 0;
+            while (cid == 0) {
+                if (getrandom(&cid, sizeof cid, 0) != sizeof cid) {
+                    return -EIO;
+                }
+            }
+            s->id = 1;
+            s->cluster_id = cid;
+            bootstrap = 1;
+            log_info("server", "bootstrapping cluster %016" PRIx64,
+                     s->cluster_id);
+        } else if (s->cfg.join[0] != '\0') {
+            if ((rc = join_cluster(s)) != 0) {
+                return rc;
+            }
+        } else {
+            log_error("server", "%s holds no node: start with --bootstrap "
+                                "(first parent) or --join (see clusterd(8))",
+                      s->cfg.data_dir);
+            return CD_ECONFIG;
+        }
+        if ((rc = write_identity(s)) != 0) {
+            return rc;
+        }
+    } else if (rc != 0) {
+        return rc;
+    } else if (s->cfg.bootstrap || s->cfg.join[0] != '\0') {
+        log_info("server", "node %" PRIu64 " of cluster %016" PRIx64
+                           " restarting; --bootstrap/--join ignored",
+                 s->id, s->cluster_id);
+    }
+    if ((rc = open_store(s)) != 0) {
+        return rc;
+    }
+    if ((rc = store_set_cluster_id(s->store, s->cluster_id)) != 0) {
+        return rc;
+    }
+    if ((rc = fsm_init(&s->fsm, s->store)) != 0) {
+        return rc;
+    }
+    s->fsm.cluster_id = s->cluster_id;
+    s->fsm.results_for = server__results_for;
+    s->fsm.applied = server__applied;
+    s->fsm.fatal = fsm_fatal;
+    s->fsm.arg = s;
+
+    if ((rc = start_raft(s, bootstrap)) != 0) {
+        return rc;
+    }
+    uv_prepare_init(s->loop, &s->prepare);
+    s->prepare.data = s;
+    uv_prepare_start(&s->prepare, prepare_cb);
+    if ((rc = server__api_start(s)) != 0) {
+        return rc;
+    }
+    log_info("server", "node %" PRIu64 " up: raft %s, api %s, %s profile "
+                       "(heartbeat %u ms, election %u ms)",
+             s->id, s->cfg.raft_addr, s->cfg.api_addr, s->cfg.profile,
+             s->cfg.heartbeat_ms, s->cfg.election_ms);
+    return 0;
+}
+
+static void raft_closed_cb(struct raft *r)
+{
+    struct server *s = r->data;
+    raft_uv_close(&s->io);
+    raft_uv_tcp_close(&s->transport);
+    s->raft_inited = 0;
+    server__maybe_stopped(s);
+}
+
+static void handle_closed_cb(uv_handle_t *h)
+{
+    struct server *s = h->data;
+    s->handles_open--;
+    server__maybe_stopped(s);
+}
+
+void server__maybe_stopped(struct server *s)
+{
+    if (!s->stopping || s->raft_inited || s->handles_open > 0 ||
+        s->conns != NULL || s->stopped) {
+        return;
+    }
+    s->stopped = 1;
+    if (s->store != NULL) {
+        store_sync(s->store);
+    }
+    if (s->stop_cb != NULL) {
+        s->stop_cb(s);
+    }
+}
+
+/* Close everything; raft last, so that in-flight requests fail cleanly. */
+static void close_all(struct server *s)
+{
+    if (s->closing_all) {
+        return;
+    }
+    s->closing_all = 1;
+    uv_timer_stop(&s->stop_timer);
+    server__api_close(s);
+    if (uv_is_active((uv_handle_t *)&s->prepare) ||
+        s->prepare.loop != NULL) {
+        s->handles_open++;
+        s->prepare.data = s;
+        uv_close((uv_handle_t *)&s->prepare, handle_closed_cb);
+    }
+    s->handles_open++;
+    uv_close((uv_handle_t *)&s->stop_timer, handle_closed_cb);
+    if (s->raft_inited) {
+        s->raft.data = s;
+        raft_close(&s->raft, raft_closed_cb);
+    }
+    server__maybe_stopped(s);
+}
+
+static void stop_timer_cb(uv_timer_t *t)
+{
+    struct server *s = t->data;
+    log_warn("server", "leadership transfer did not complete in time; "
+                       "closing anyway");
+    close_all(s);
+}
+
+static void transfer_done_cb(struct raft_transfer *req)
+{
+    struct server *s = req->data;
+    raft_id id;
+    const char *addr;
+    raft_leader(&s->raft, &id, &addr);
+    log_info("server", "leadership handed over to %llu",
+             (unsigned long long)id);
+    /* Never close raft from inside its own callback: defer one turn. */
+    uv_timer_start(&s->stop_timer, stop_timer_cb, 0, 0);
+}
+
+void server_stop(struct server *s, void (*cb)(struct server *s))
+{
+    if (s->stopping) {
+        return;
+    }
+    s->stopping = 1;
+    s->stop_cb = cb;
+    uv_timer_init(s->loop, &s->stop_timer);
+    s->stop_timer.data = s;
+    if (s->raft_inited && raft_state(&s->raft) == RAFT_LEADER &&
+        s->raft.configuration.n > 1) {
+        /* Hand leadership over first: a rolling restart loses no write
+         * and moves the leader (and the VIP) once.  The guard timer closes
+         * anyway if the transfer callback never comes. */
+        s->transfer_req.data = s;
+        int rv = raft_transfer(&s->raft, &s->transfer_req, 0,
+                               transfer_done_cb);
+        if (rv == 0) {
+            log_info("server", "stopping: transferring leadership");
+            uv_timer_start(&s->stop_timer, stop_timer_cb,
+                           s->cfg.election_ms + 1000, 0);
+            return;
+        }
+        log_warn("server", "leadership transfer refused: %s",
+                 raft_strerror(rv));
+    }
+    uv_timer_start(&s->stop_timer, stop_timer_cb, 0, 0);
+    /* stop_timer_cb logs a warning meant for a failed transfer; a plain
+     * stop goes straight to closing instead. */
+    uv_timer_stop(&s->stop_timer);
+    close_all(s);
+}
+
+void server_free(struct server *s)
+{
+    if (s == NULL) {
+        return;
+    }
+    fsm_close(&s->fsm);
+    store_close(s->store);
+    if (s->lock_fd >= 0) {
+        close(s->lock_fd);
+    }
+    free(s);
+}
+
+int server_failed(const struct server *s)
+{
+    return s->failed;
+}

@@ -1,0 +1,106 @@
+/*
+ * server_int.h - what the files of the parent server share (server.c: the
+ * node, raft and leadership; api.c: connections and requests).
+ */
+#ifndef CD_SERVER_INT_H
+#define CD_SERVER_INT_H
+
+#include <raft.h>
+#include <raft/uv.h>
+#include <stdint.h>
+#include <uv.h>
+
+#include "../proto/codec.h"
+#include "../storage/store.h"
+#include "config.h"
+#include "fsm.h"
+#include "server.h"
+
+enum lead_state {
+    LEAD_FOLLOWER, /* not the leader */
+    LEAD_LEADING,  /* raft says leader; our barrier is not applied yet */
+    LEAD_READY,    /* leader with every earlier entry applied */
+};
+
+struct conn;
+struct proposal;
+struct pending_write;
+struct read_batch;
+
+struct server {
+    uv_loop_t *loop;
+    struct cd_config cfg;
+    uint64_t id;
+    uint64_t cluster_id;
+    int lock_fd;
+
+    struct store *store;
+    struct fsm fsm;
+    struct raft raft;
+    struct raft_io io;
+    struct raft_uv_transport transport;
+    int raft_inited;
+
+    /* Leadership. */
+    uv_prepare_t prepare;
+    enum lead_state lead;
+    struct raft_barrier lead_barrier;
+    int lead_barrier_busy;
+    raft_id last_leader;
+    raft_id leader_api_id; /* leader whose API address is cached */
+    char leader_api[64];
+
+    /* API server. */
+    uv_tcp_t listener;
+    int listening;
+    uv_check_t check; /* end of each loop turn: flush batches */
+    uv_timer_t tick;  /* housekeeping: idle connections, membership */
+    struct conn *conns;
+    unsigned n_conns;
+
+    /* Writes waiting for this turn's entry, entries in flight. */
+    struct pending_write *writes;
+    size_t n_writes, cap_writes;
+    struct proposal *inflight;
+    /* Linearizable reads waiting for this turn's barrier. */
+    struct read_batch *reads;
+    int watches_dirty;
+
+    /* Membership changes: one at a time. */
+    struct raft_change change;
+    int change_busy;
+    struct conn *change_conn;
+    uint64_t change_request_id;
+    uint64_t change_id;
+    char change_api[64];
+    int change_action;
+
+    /* Stopping. */
+    int stopping;
+    int closing_all;
+    int stopped;
+    int failed;
+    int handles_open;
+    uv_timer_t stop_timer;
+    struct raft_transfer transfer_req;
+    void (*stop_cb)(struct server *s);
+};
+
+/* server.c */
+uint64_t server__wall_ms(void);
+int server__raft_err(int rv);
+void server__member_key(char *buf, size_t len, uint64_t id);
+int server__member_api(struct server *s, uint64_t id, char *out, size_t len);
+const char *server__leader_api(struct server *s);
+void server__maybe_stopped(struct server *s);
+
+/* api.c */
+int server__api_start(struct server *s);
+void server__api_close(struct server *s);
+void server__on_ready(struct server *s);
+void server__on_lost(struct server *s);
+struct cd_result *server__results_for(void *arg, uint64_t index,
+                                      size_t n_ops);
+void server__applied(void *arg, uint64_t index, uint64_t revision);
+
+#endif
