@@ -232,14 +232,13 @@ static void flush_writes(struct server *s)
     if (rc == 0 && s->lead != LEAD_READY) {
         rc = CD_ENOTLEADER;
     }
-    uint8_t *buf = NULL;
-    size_t len = 0;
+    struct raft_buffer rb = {NULL, 0};
     if (rc == 0) {
         for (size_t i = 0; i < n; i++) {
             ops[i] = items[i].msg.u.write.op;
         }
         struct cd_batch b = {server__wall_ms(), ops, n};
-        rc = codec_command_encode(&b, s->cluster_id, raft_malloc, &buf, &len);
+        rc = fsm_encode_entry(&b, s->cluster_id, &rb);
     }
     if (rc == 0) {
         p->s = s;
@@ -247,10 +246,12 @@ static void flush_writes(struct server *s)
         p->items = items;
         p->results = results;
         p->req.data = p;
-        struct raft_buffer rb = {buf, len};
         int rv = raft_apply(&s->raft, &p->req, &rb, 1, apply_cb);
         if (rv != 0) {
-            raft_free(buf);
+            if (fsm_apply_failed_keeps_buffer(rv)) {
+                raft_free(rb.base);
+            }
+            log_warn("api", "proposal refused: %s", raft_errmsg(&s->raft));
             rc = server__raft_err(rv);
         }
     }
@@ -786,8 +787,7 @@ static void internal_cb(struct raft_apply *req, int status, void *result)
 static int propose_put(struct server *s, const char *key, const char *value)
 {
     struct internal_write *w = calloc(1, sizeof *w);
-    uint8_t *buf;
-    size_t len;
+    struct raft_buffer rb;
     if (w == NULL) {
         return -ENOMEM;
     }
@@ -797,16 +797,18 @@ static int propose_put(struct server *s, const char *key, const char *value)
                        .key = {w->key, strlen(w->key)},
                        .value = {w->value, strlen(w->value)}};
     struct cd_batch b = {server__wall_ms(), &op, 1};
-    int rc = codec_command_encode(&b, s->cluster_id, raft_malloc, &buf, &len);
+    int rc = fsm_encode_entry(&b, s->cluster_id, &rb);
     if (rc != 0) {
         free(w);
         return rc;
     }
     w->req.data = w;
-    struct raft_buffer rb = {buf, len};
     int rv = raft_apply(&s->raft, &w->req, &rb, 1, internal_cb);
     if (rv != 0) {
-        raft_free(buf);
+        if (fsm_apply_failed_keeps_buffer(rv)) {
+            raft_free(rb.base);
+        }
+        log_warn("api", "internal write refused: %s", raft_errmsg(&s->raft));
         free(w);
         return server__raft_err(rv);
     }
@@ -1266,9 +1268,76 @@ static void check_cb(uv_check_t *h)
     flush_watches(s);
 }
 
+/* The voter target: /cluster/voters if set, else the configuration. */
+static unsigned voter_target(struct server *s)
+{
+    struct store_read *r;
+    struct store_kv kv;
+    unsigned target = s->cfg.voters;
+    if (store_read_begin(s->store, &r) == 0) {
+        if (store_read_get(r, "/cluster/voters", 15, &kv) == 0) {
+            char buf[16];
+            size_t n = kv.value_len < sizeof buf - 1 ? kv.value_len
+                                                     : sizeof buf - 1;
+            memcpy(buf, kv.value, n);
+            buf[n] = '\0';
+            unsigned long v = strtoul(buf, NULL, 10);
+            if (v >= 1 && v <= 7 && v % 2 == 1) {
+                target = (unsigned)v;
+            }
+        }
+        store_read_end(r);
+    }
+    return target;
+}
+
+/*
+ * Membership without manual steps: a joined parent arrives as a spare;
+ * while the cluster has fewer voters than its target, the leader promotes
+ * it to voter (libraft catches it up first), otherwise to standby, a hot
+ * spare that replicates the log.  One change at a time.
+ */
+static void auto_promote(struct server *s)
+{
+    const struct raft_configuration *conf = &s->raft.configuration;
+    if (s->lead != LEAD_READY || s->change_busy || s->stopping) {
+        return;
+    }
+    unsigned voters = 0;
+    for (unsigned i = 0; i < conf->n; i++) {
+        voters += conf->servers[i].role == RAFT_VOTER;
+    }
+    unsigned target = voter_target(s);
+    for (unsigned i = 0; i < conf->n; i++) {
+        const struct raft_server *m = &conf->servers[i];
+        int role = -1;
+        if (m->role != RAFT_VOTER && voters < target) {
+            role = RAFT_VOTER;
+        } else if (m->role == RAFT_SPARE) {
+            role = RAFT_STANDBY;
+        }
+        if (role < 0) {
+            continue;
+        }
+        s->change.data = s;
+        s->change_action = CD_MEMBER_ASSIGN;
+        s->change_id = m->id;
+        s->change_conn = NULL;
+        int rv = raft_assign(&s->raft, &s->change, m->id, role, change_cb);
+        if (rv == 0) {
+            s->change_busy = 1;
+            log_info("api", "promoting node %llu to %s",
+                     (unsigned long long)m->id,
+                     role == RAFT_VOTER ? "voter" : "standby");
+        }
+        return;
+    }
+}
+
 static void tick_cb(uv_timer_t *t)
 {
     struct server *s = t->data;
+    auto_promote(s);
     uint64_t now = uv_now(s->loop);
     struct conn *c = s->conns;
     while (c != NULL) {

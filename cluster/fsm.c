@@ -27,7 +27,13 @@ static int fsm_apply(struct raft_fsm *rf, const struct raft_buffer *buf,
     int rc;
 
     *result = NULL;
-    rc = codec_command_decode(buf->base, buf->len, &cmd);
+    const uint8_t *entry = buf->base;
+    uint32_t clen = buf->len >= 4 ? record_get_be32(entry) : 0;
+    if (buf->len < 4 || clen > buf->len - 4) {
+        rc = CD_EMALFORMED;
+    } else {
+        rc = codec_command_decode(entry + 4, clen, &cmd);
+    }
     if (rc != 0) {
         /* Only a bug (or a foreign writer) puts such an entry in the log.
          * Record the index anyway so the entry counts as applied. */
@@ -208,6 +214,39 @@ static int fsm_restore(struct raft_fsm *rf, struct raft_buffer *buf)
         f->applied(f->arg, info.meta.applied_index, f->revision);
     }
     return 0;
+}
+
+int fsm_encode_entry(const struct cd_batch *b, uint64_t cluster_id,
+                     struct raft_buffer *out)
+{
+    uint8_t *cmd;
+    size_t len;
+    int rc = codec_command_encode(b, cluster_id, NULL, &cmd, &len);
+    if (rc != 0) {
+        return rc;
+    }
+    if (len > UINT32_MAX - 16) {
+        free(cmd);
+        return CD_EFRAMETOOBIG;
+    }
+    size_t total = (4 + len + 7) & ~(size_t)7;
+    uint8_t *p = raft_malloc(total);
+    if (p == NULL) {
+        free(cmd);
+        return -ENOMEM;
+    }
+    record_put_be32(p, (uint32_t)len);
+    memcpy(p + 4, cmd, len);
+    memset(p + 4 + len, 0, total - 4 - len);
+    free(cmd);
+    out->base = p;
+    out->len = total;
+    return 0;
+}
+
+int fsm_apply_failed_keeps_buffer(int raft_rv)
+{
+    return raft_rv == RAFT_NOTLEADER;
 }
 
 int fsm_init(struct fsm *f, struct store *store)

@@ -49,6 +49,22 @@ struct fsm {
     uint64_t cluster_id;
 };
 
+/*
+ * Encode a batch as a Raft entry payload into a buffer from raft_malloc:
+ * a 4-byte big-endian length, the packed Command, zero padding to a
+ * multiple of 8 bytes (libraft's uv backend refuses other lengths, and a
+ * protobuf cannot carry trailing zeros).  Errors as codec_command_encode.
+ */
+int fsm_encode_entry(const struct cd_batch *b, uint64_t cluster_id,
+                     struct raft_buffer *out);
+
+/*
+ * raft_apply() disposes of the buffer itself when it fails after its first
+ * checks (libraft 0.22.1 frees it on an I/O refusal): the caller frees it
+ * only for the errors raised before raft took it.
+ */
+int fsm_apply_failed_keeps_buffer(int raft_rv);
+
 /* No I/O.  The callbacks and arg are set by the caller afterwards. */
 int fsm_init(struct fsm *f, struct store *store);
 void fsm_close(struct fsm *f);

@@ -272,13 +272,21 @@ static int join_cluster(struct server *s)
         return rc;
     }
     struct cd_msg req, resp;
-    memset(&req, 0, sizeof req);
-    req.type = CD_MSG_MEMBER_CHANGE;
-    req.u.member_change.action = CD_MEMBER_ADD;
-    req.u.member_change.address = s->cfg.raft_addr;
-    req.u.member_change.api_address = s->cfg.api_addr;
-    req.u.member_change.token = s->cfg.token;
-    rc = cd_client_call(c, &req, &resp);
+    /* The leader makes one membership change at a time (its own
+     * promotions included): a busy answer means "again shortly". */
+    for (int attempt = 0; attempt < 300; attempt++) {
+        memset(&req, 0, sizeof req);
+        req.type = CD_MSG_MEMBER_CHANGE;
+        req.u.member_change.action = CD_MEMBER_ADD;
+        req.u.member_change.address = s->cfg.raft_addr;
+        req.u.member_change.api_address = s->cfg.api_addr;
+        req.u.member_change.token = s->cfg.token;
+        rc = cd_client_call(c, &req, &resp);
+        if (rc != CD_EBUSY) {
+            break;
+        }
+        usleep(200000);
+    }
     if (rc == 0) {
         if (resp.type != CD_MSG_MEMBERS_RESP ||
             resp.u.members_resp.n_members != 1 || !resp.has_cluster_id) {
