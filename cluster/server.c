@@ -536,8 +536,10 @@ static void close_all(struct server *s)
 static void stop_timer_cb(uv_timer_t *t)
 {
     struct server *s = t->data;
-    log_warn("server", "leadership transfer did not complete in time; "
-                       "closing anyway");
+    if (!s->transfer_done) {
+        log_warn("server", "leadership transfer did not complete in time; "
+                           "closing anyway");
+    }
     close_all(s);
 }
 
@@ -549,6 +551,7 @@ static void transfer_done_cb(struct raft_transfer *req)
     raft_leader(&s->raft, &id, &addr);
     log_info("server", "leadership handed over to %llu",
              (unsigned long long)id);
+    s->transfer_done = 1;
     /* Never close raft from inside its own callback: defer one turn. */
     uv_timer_start(&s->stop_timer, stop_timer_cb, 0, 0);
 }
@@ -579,10 +582,6 @@ void server_stop(struct server *s, void (*cb)(struct server *s))
         log_warn("server", "leadership transfer refused: %s",
                  raft_strerror(rv));
     }
-    uv_timer_start(&s->stop_timer, stop_timer_cb, 0, 0);
-    /* stop_timer_cb logs a warning meant for a failed transfer; a plain
-     * stop goes straight to closing instead. */
-    uv_timer_stop(&s->stop_timer);
     close_all(s);
 }
 

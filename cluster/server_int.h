@@ -83,6 +83,7 @@ struct server {
     int handles_open;
     uv_timer_t stop_timer;
     struct raft_transfer transfer_req;
+    int transfer_done;
     void (*stop_cb)(struct server *s);
 };
 
