@@ -1046,6 +1046,10 @@ static void first_token(struct server *s)
 void server__on_ready(struct server *s)
 {
     char key[64], api[64];
+    /* Fresh leadership: everyone gets the benefit of the doubt. */
+    s->n_health = 0;
+    s->probe_ms = uv_now(s->loop);
+    s->probe_index = raft_last_index(&s->raft);
     server__member_key(key, sizeof key, s->id);
     if (server__member_api(s, s->id, api, sizeof api) != 0 ||
         strcmp(api, s->cfg.api_addr) != 0) {
@@ -1311,7 +1315,8 @@ static void auto_promote(struct server *s)
     for (unsigned i = 0; i < conf->n; i++) {
         const struct raft_server *m = &conf->servers[i];
         int role = -1;
-        if (m->role != RAFT_VOTER && voters < target) {
+        if (m->role != RAFT_VOTER && voters < target &&
+            server__member_alive(s, m->id)) {
             role = RAFT_VOTER;
         } else if (m->role == RAFT_SPARE) {
             role = RAFT_STANDBY;
@@ -1334,9 +1339,135 @@ static void auto_promote(struct server *s)
     }
 }
 
+static struct member_health *health_of(struct server *s, uint64_t id)
+{
+    for (size_t i = 0; i < s->n_health; i++) {
+        if (s->health[i].id == id) {
+            return &s->health[i];
+        }
+    }
+    struct member_health *h =
+        realloc(s->health, (s->n_health + 1) * sizeof *h);
+    if (h == NULL) {
+        return NULL;
+    }
+    s->health = h;
+    h = &s->health[s->n_health++];
+    h->id = id;
+    h->last_ok_ms = uv_now(s->loop); /* benefit of the doubt at first */
+    return h;
+}
+
+/* Is member id alive as far as the leader can tell? */
+int server__member_alive(struct server *s, uint64_t id)
+{
+    if (id == s->id) {
+        return 1;
+    }
+    struct member_health *h = health_of(s, id);
+    return h != NULL &&
+           uv_now(s->loop) - h->last_ok_ms <= s->cfg.failure_timeout_ms;
+}
+
+static void keepalive_cb(struct raft_barrier *req, int status)
+{
+    struct server *s = req->data;
+    (void)status;
+    s->keepalive_busy = 0;
+}
+
+/*
+ * Track each member's progress.  Every probe period, a member whose match
+ * index reached the index the leader had at the previous probe is alive.
+ * A quiet log would make everyone look stalled, so the leader appends a
+ * barrier when nothing was appended for a quarter of failure_timeout.
+ */
+static void probe_members(struct server *s)
+{
+    uint64_t now = uv_now(s->loop);
+    uint64_t last = raft_last_index(&s->raft);
+    unsigned period = s->cfg.failure_timeout_ms / 4;
+    if (last != s->last_seen_index) {
+        s->last_seen_index = last;
+        s->last_append_ms = now;
+    }
+    if (now - s->last_append_ms >= period && !s->keepalive_busy) {
+        s->keepalive.data = s;
+        if (raft_barrier(&s->raft, &s->keepalive, keepalive_cb) == 0) {
+            s->keepalive_busy = 1;
+            s->last_append_ms = now;
+        }
+    }
+    if (now - s->probe_ms < period / 2) {
+        return;
+    }
+    const struct raft_configuration *conf = &s->raft.configuration;
+    for (unsigned i = 0; i < conf->n; i++) {
+        raft_index match = 0;
+        uint64_t id = conf->servers[i].id;
+        struct member_health *h = health_of(s, id);
+        if (id == s->id || h == NULL) {
+            continue;
+        }
+        if (conf->servers[i].role == RAFT_SPARE) {
+            h->last_ok_ms = now; /* spares do not replicate: no signal */
+            continue;
+        }
+        if (raft_match_index(&s->raft, id, &match) == 0 &&
+            match >= s->probe_index) {
+            h->last_ok_ms = now;
+        }
+    }
+    s->probe_index = last;
+    s->probe_ms = now;
+}
+
+/*
+ * A voter silent for longer than failure_timeout is demoted to standby,
+ * but only when a live standby can take its place (auto_promote then
+ * promotes it), so that the cluster never gives up voters it could not
+ * replace, and never acts without a majority (the change must commit).
+ */
+static void replace_failed_voter(struct server *s)
+{
+    const struct raft_configuration *conf = &s->raft.configuration;
+    if (s->lead != LEAD_READY || s->change_busy || s->stopping) {
+        return;
+    }
+    uint64_t dead = 0;
+    int spare_alive = 0;
+    for (unsigned i = 0; i < conf->n; i++) {
+        uint64_t id = conf->servers[i].id;
+        int alive = server__member_alive(s, id);
+        if (conf->servers[i].role == RAFT_VOTER && !alive && dead == 0) {
+            dead = id;
+        } else if (conf->servers[i].role == RAFT_STANDBY && alive) {
+            spare_alive = 1;
+        }
+    }
+    if (dead == 0 || !spare_alive) {
+        return;
+    }
+    s->change.data = s;
+    s->change_action = CD_MEMBER_ASSIGN;
+    s->change_id = dead;
+    s->change_conn = NULL;
+    if (raft_assign(&s->raft, &s->change, dead, RAFT_STANDBY, change_cb) ==
+        0) {
+        s->change_busy = 1;
+        log_warn("api", "voter %llu unreachable for over %u ms: demoted to "
+                        "standby; a live standby takes its place",
+                 (unsigned long long)dead, s->cfg.failure_timeout_ms);
+    }
+}
+
 static void tick_cb(uv_timer_t *t)
 {
     struct server *s = t->data;
+    if (s->lead == LEAD_READY) {
+        probe_members(s);
+        replace_failed_voter(s);
+    }
     auto_promote(s);
     uint64_t now = uv_now(s->loop);
     struct conn *c = s->conns;

@@ -591,6 +591,7 @@ void server_free(struct server *s)
         return;
     }
     fsm_close(&s->fsm);
+    free(s->health);
     store_close(s->store);
     if (s->lock_fd >= 0) {
         close(s->lock_fd);

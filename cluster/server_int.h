@@ -24,6 +24,13 @@ enum lead_state {
 
 struct conn;
 struct proposal;
+
+/* A member is alive while its match index keeps up with the leader's log;
+ * the leader appends a barrier when the log is quiet, so that it moves. */
+struct member_health {
+    uint64_t id;
+    uint64_t last_ok_ms; /* when it last had everything we had before */
+};
 struct pending_write;
 struct read_batch;
 
@@ -66,6 +73,16 @@ struct server {
     struct read_batch *reads;
     int watches_dirty;
 
+    /* Liveness of the other members, as the leader sees it. */
+    struct member_health *health;
+    size_t n_health;
+    uint64_t probe_index;    /* last index when the previous probe ran */
+    uint64_t probe_ms;       /* when it ran */
+    uint64_t last_append_ms; /* when the last index last moved */
+    uint64_t last_seen_index;
+    struct raft_barrier keepalive;
+    int keepalive_busy;
+
     /* Membership changes: one at a time. */
     struct raft_change change;
     int change_busy;
@@ -103,5 +120,6 @@ void server__on_lost(struct server *s);
 struct cd_result *server__results_for(void *arg, uint64_t index,
                                       size_t n_ops);
 void server__applied(void *arg, uint64_t index, uint64_t revision);
+int server__member_alive(struct server *s, uint64_t id);
 
 #endif
