@@ -870,6 +870,80 @@ static int raft_role_of(enum cd_member_role r)
     }
 }
 
+/* Removing id must leave a majority of the remaining voters alive. */
+static int removal_safe(struct server *s, uint64_t id)
+{
+    const struct raft_configuration *conf = &s->raft.configuration;
+    unsigned voters = 0, live = 0;
+    int found = 0;
+    for (unsigned i = 0; i < conf->n; i++) {
+        if (conf->servers[i].id == id) {
+            found = 1;
+            continue;
+        }
+        if (conf->servers[i].role == RAFT_VOTER) {
+            voters++;
+            live += server__member_alive(s, conf->servers[i].id);
+        }
+    }
+    if (!found) {
+        return CD_ENOTFOUND;
+    }
+    if (voters == 0 || live < voters / 2 + 1) {
+        return CD_EQUORUM;
+    }
+    return 0;
+}
+
+struct leave_req {
+    struct raft_transfer req;
+    struct conn *c;
+    uint64_t request_id;
+};
+
+static void leave_transfer_cb(struct raft_transfer *req)
+{
+    struct leave_req *l = req->data;
+    l->c->refs--;
+    /* Not the leader any more (or the transfer failed): either way the
+     * client asks again, at whoever leads now. */
+    send_error(l->c, l->request_id, CD_ENOTLEADER);
+    if (l->c->closing && l->c->refs == 0) {
+        conn_close(l->c);
+    }
+    free(l);
+}
+
+static void leave_by_transfer(struct conn *c, const struct cd_msg *req)
+{
+    struct server *s = c->s;
+    if (s->raft.configuration.n < 2) {
+        send_error(c, req->request_id, CD_EQUORUM);
+        return;
+    }
+    int rc = removal_safe(s, s->id);
+    if (rc != 0) {
+        send_error(c, req->request_id, rc);
+        return;
+    }
+    struct leave_req *l = calloc(1, sizeof *l);
+    if (l == NULL) {
+        send_error(c, req->request_id, -ENOMEM);
+        return;
+    }
+    l->c = c;
+    l->request_id = req->request_id;
+    l->req.data = l;
+    int rv = raft_transfer(&s->raft, &l->req, 0, leave_transfer_cb);
+    if (rv != 0) {
+        free(l);
+        send_error(c, req->request_id, server__raft_err(rv));
+        return;
+    }
+    c->refs++;
+    log_info("api", "asked to remove itself: handing leadership over first");
+}
+
 static void member_change(struct conn *c, struct cd_msg *req)
 {
     struct server *s = c->s;
@@ -913,6 +987,17 @@ static void member_change(struct conn *c, struct cd_msg *req)
         }
         case CD_MEMBER_REMOVE:
             s->change_id = req->u.member_change.id;
+            if (s->change_id == s->id) {
+                /* A leader that removed itself would leave the cluster
+                 * without a leader for a whole election: hand over first;
+                 * the client retries the removal at the new leader. */
+                leave_by_transfer(c, req);
+                return;
+            }
+            if ((rv = removal_safe(s, s->change_id)) != 0) {
+                send_error(c, req->request_id, rv);
+                return;
+            }
             rv = raft_remove(&s->raft, &s->change, s->change_id, change_cb);
             break;
         case CD_MEMBER_ASSIGN:

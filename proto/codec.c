@@ -192,6 +192,12 @@ const char *codec_msg_type_name(enum cd_msg_type t)
             return "LOG_ACK";
         case CD_MSG_COMMAND:
             return "COMMAND";
+        case CD_MSG_SHUTDOWN:
+            return "SHUTDOWN";
+        case CD_MSG_TOKEN:
+            return "TOKEN";
+        case CD_MSG_TOKEN_RESP:
+            return "TOKEN_RESP";
         case CD_MSG_NONE:
             break;
     }
@@ -764,6 +770,17 @@ static int body_from_pb(const Clusterd__Envelope *e,
         case CLUSTERD__ENVELOPE__BODY_STATUS:
         case CLUSTERD__ENVELOPE__BODY_MEMBERS:
         case CLUSTERD__ENVELOPE__BODY_SNAPSHOT:
+        case CLUSTERD__ENVELOPE__BODY_SHUTDOWN:
+            return 0;
+        case CLUSTERD__ENVELOPE__BODY_TOKEN:
+            m->u.token.ttl_s = e->token->ttl_s;
+            return 0;
+        case CLUSTERD__ENVELOPE__BODY_TOKEN_RESP:
+            if (e->token_resp->token == NULL) {
+                return CD_EMALFORMED;
+            }
+            m->u.token_resp.token = e->token_resp->token;
+            m->u.token_resp.expires_ms = e->token_resp->expires_ms;
             return 0;
         case CLUSTERD__ENVELOPE__BODY_WRITE: {
             int rc;
@@ -1078,6 +1095,12 @@ static void put_u64(uint64_t v,
     *out = v;
 }
 
+static void put_u32(uint32_t v, protobuf_c_boolean *has, uint32_t *out)
+{
+    *has = v != 0;
+    *out = v;
+}
+
 static void put_flag(int v, protobuf_c_boolean *has, protobuf_c_boolean *out)
 {
     *has = v != 0;
@@ -1337,6 +1360,9 @@ union pb_body {
     Clusterd__LogUpload log_upload;
     Clusterd__LogAck log_ack;
     Clusterd__Command command;
+    Clusterd__ShutdownRequest shutdown;
+    Clusterd__TokenRequest token;
+    Clusterd__TokenResponse token_resp;
 };
 
 static int range_resp_to_pb(const struct cd_msg *m,
@@ -1678,6 +1704,26 @@ static int body_to_pb(const struct cd_msg *m,
         case CD_MSG_COMMAND:
             rc = batch_to_pb(&m->u.command, s, &b->command);
             e->command = &b->command;
+            break;
+        case CD_MSG_SHUTDOWN:
+            clusterd__shutdown_request__init(&b->shutdown);
+            e->shutdown = &b->shutdown;
+            break;
+        case CD_MSG_TOKEN:
+            clusterd__token_request__init(&b->token);
+            put_u32(m->u.token.ttl_s, &b->token.has_ttl_s, &b->token.ttl_s);
+            e->token = &b->token;
+            break;
+        case CD_MSG_TOKEN_RESP:
+            if (m->u.token_resp.token == NULL) {
+                return CD_EBADOP;
+            }
+            clusterd__token_response__init(&b->token_resp);
+            b->token_resp.token = (char *)(uintptr_t)m->u.token_resp.token;
+            put_u64(m->u.token_resp.expires_ms, false,
+                    &b->token_resp.has_expires_ms,
+                    &b->token_resp.expires_ms);
+            e->token_resp = &b->token_resp;
             break;
         case CD_MSG_NONE:
         default:

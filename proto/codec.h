@@ -99,6 +99,9 @@ enum cd_msg_type {
     CD_MSG_LOG_UPLOAD = 28,
     CD_MSG_LOG_ACK = 29,
     CD_MSG_COMMAND = 30,
+    CD_MSG_SHUTDOWN = 31,
+    CD_MSG_TOKEN = 32,
+    CD_MSG_TOKEN_RESP = 33,
 };
 
 /* "WRITE", "CHANGES", ...; "UNKNOWN" otherwise.  Static storage. */
@@ -270,6 +273,13 @@ struct cd_msg
             uint64_t committed_seq;
         } log_ack;
         struct cd_batch command;
+        struct {
+            uint32_t ttl_s; /* 0: the server's default */
+        } token;
+        struct {
+            const char *token;
+            uint64_t expires_ms;
+        } token_resp;
     } u;
     void *codec__owned; /* decoded messages only: what to free */
 };

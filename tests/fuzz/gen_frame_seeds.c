@@ -216,7 +216,7 @@ int main(int argc, char **argv)
 
     /* One frame of each type, read all at once (split byte 7 is "whole"),
      * and every frame again in one stream read a byte at a time. */
-    for (int t = CD_MSG_ERROR; t <= CD_MSG_COMMAND; t++) {
+    for (int t = CD_MSG_ERROR; t <= CD_MSG_TOKEN_RESP; t++) {
         struct cd_msg m;
 
         sample((enum cd_msg_type)t, &m);

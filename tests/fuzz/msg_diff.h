@@ -372,6 +372,14 @@ static inline const char *msg_diff(const struct cd_msg *a,
             break;
         case CD_MSG_COMMAND:
             return batch_diff("u.command", &a->u.command, &b->u.command);
+        case CD_MSG_TOKEN:
+            MSG_DIFF_NUM(token.ttl_s);
+            break;
+        case CD_MSG_TOKEN_RESP:
+            MSG_DIFF_STR(token_resp.token);
+            MSG_DIFF_NUM(token_resp.expires_ms);
+            break;
+        case CD_MSG_SHUTDOWN:
         case CD_MSG_OK:
         case CD_MSG_STATUS:
         case CD_MSG_MEMBERS:

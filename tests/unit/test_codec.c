@@ -312,6 +312,9 @@ static const enum cd_msg_type all_types[] = {
     CD_MSG_LOG_UPLOAD,
     CD_MSG_LOG_ACK,
     CD_MSG_COMMAND,
+    CD_MSG_SHUTDOWN,
+    CD_MSG_TOKEN,
+    CD_MSG_TOKEN_RESP,
 };
 
 #define N_ALL_TYPES (sizeof(all_types) / sizeof(all_types[0]))
@@ -422,6 +425,13 @@ static void sample_msg(enum cd_msg_type t, struct cd_msg *m)
             m->u.command.time_ms = 1700000000000ull;
             m->u.command.ops = sample_ops;
             m->u.command.n_ops = sizeof(sample_ops) / sizeof(sample_ops[0]);
+            break;
+        case CD_MSG_TOKEN:
+            m->u.token.ttl_s = 3600;
+            break;
+        case CD_MSG_TOKEN_RESP:
+            m->u.token_resp.token = "0123456789abcdef0123456789abcdef";
+            m->u.token_resp.expires_ms = 1700000000000ull;
             break;
         default:
             break;
@@ -1535,13 +1545,13 @@ static void test_unknown_fields_tolerated(void **state)
         pbw_free(&w);
     }
 
-    /* A body only a newer peer knows (field 31) is no body to us. */
+    /* A body only a newer peer knows (field 99) is no body to us. */
     {
         struct pbw body = {0};
         struct pbw w;
 
         pbw_uint(&body, 1, 1);
-        w = envelope(31, &body);
+        w = envelope(99, &body);
         expect_rc(decode_rc(&w), CD_EMALFORMED);
     }
 }
