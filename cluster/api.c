@@ -773,18 +773,55 @@ struct internal_write {
     struct raft_apply req;
     char key[128];
     char value[128];
+    /* Optional: who waits for the commit (a token request). */
+    struct conn *conn;
+    uint64_t request_id;
+    char token[40];
+    uint64_t expires_ms;
 };
 
 static void internal_cb(struct raft_apply *req, int status, void *result)
 {
+    struct internal_write *w = req->data;
     (void)result;
     if (status != 0) {
         log_warn("api", "internal write failed: %s", raft_strerror(status));
     }
-    free(req->data);
+    if (w->conn != NULL) {
+        struct conn *c = w->conn;
+        c->refs--;
+        if (status != 0) {
+            send_error(c, w->request_id,
+                       status == RAFT_LEADERSHIPLOST ? CD_ELEADERLOST
+                                                     : server__raft_err(status));
+        } else {
+            struct cd_msg m;
+            memset(&m, 0, sizeof m);
+            m.request_id = w->request_id;
+            m.type = CD_MSG_TOKEN_RESP;
+            m.u.token_resp.token = w->token;
+            m.u.token_resp.expires_ms = w->expires_ms;
+            conn_send(c, &m);
+        }
+        if (c->closing && c->refs == 0) {
+            conn_close(c);
+        }
+    }
+    free(w);
 }
 
+static int propose_put_for(struct server *s, const char *key,
+                           const char *value, struct internal_write **out);
+
 static int propose_put(struct server *s, const char *key, const char *value)
+{
+    return propose_put_for(s, key, value, NULL);
+}
+
+/* Propose key = value; with out, the caller may fill in who to answer
+ * before the loop turns (the callback cannot have run yet). */
+static int propose_put_for(struct server *s, const char *key,
+                           const char *value, struct internal_write **out)
 {
     struct internal_write *w = calloc(1, sizeof *w);
     struct raft_buffer rb;
@@ -811,6 +848,9 @@ static int propose_put(struct server *s, const char *key, const char *value)
         log_warn("api", "internal write refused: %s", raft_errmsg(&s->raft));
         free(w);
         return server__raft_err(rv);
+    }
+    if (out != NULL) {
+        *out = w;
     }
     return 0;
 }
@@ -1120,6 +1160,35 @@ static void first_token(struct server *s)
     }
 }
 
+/* clusterctl token create: a new token, answered once it is committed. */
+static void create_token(struct conn *c, const struct cd_msg *req)
+{
+    struct server *s = c->s;
+    char token[40], key[128], value[32];
+    struct internal_write *w;
+    if (s->lead != LEAD_READY) {
+        send_error(c, req->request_id, CD_ENOTLEADER);
+        return;
+    }
+    unsigned ttl = req->u.token.ttl_s != 0 ? req->u.token.ttl_s : 3600;
+    uint64_t expires = server__wall_ms() + (uint64_t)ttl * 1000;
+    int rc = new_token(token, sizeof token);
+    if (rc == 0) {
+        token_key(token, key, sizeof key);
+        snprintf(value, sizeof value, "%" PRIu64, expires);
+        rc = propose_put_for(s, key, value, &w);
+    }
+    if (rc != 0) {
+        send_error(c, req->request_id, rc);
+        return;
+    }
+    w->conn = c;
+    w->request_id = req->request_id;
+    w->expires_ms = expires;
+    snprintf(w->token, sizeof w->token, "%s", token);
+    c->refs++;
+}
+
 /* --- leadership hooks ---------------------------------------------------- */
 
 /*
@@ -1222,6 +1291,16 @@ static void dispatch(struct conn *c, struct cd_msg *msg)
             break;
         case CD_MSG_SNAPSHOT:
             send_snapshot(c, msg->request_id);
+            break;
+        case CD_MSG_TOKEN:
+            create_token(c, msg);
+            break;
+        case CD_MSG_SHUTDOWN:
+            /* clusterctl leave stops a removed node this way (a removed
+             * follower never learns of its removal by itself). */
+            log_info("api", "shutdown requested over the API");
+            send_ok(c, msg->request_id);
+            server_stop(s, NULL);
             break;
         default:
             send_error(c, msg->request_id, CD_EBADOP);

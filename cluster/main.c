@@ -149,6 +149,7 @@ int main(int argc, char **argv)
         fprintf(stderr, "clusterd: %s\n", cd_strerror(rc));
         return 1;
     }
+    server_on_stop(srv, stopped_cb);
     uv_signal_init(loop, &sig_term);
     uv_signal_init(loop, &sig_int);
     uv_signal_start(&sig_term, signal_cb, SIGTERM);

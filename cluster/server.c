@@ -562,7 +562,9 @@ void server_stop(struct server *s, void (*cb)(struct server *s))
         return;
     }
     s->stopping = 1;
-    s->stop_cb = cb;
+    if (cb != NULL) {
+        s->stop_cb = cb;
+    }
     uv_timer_init(s->loop, &s->stop_timer);
     s->stop_timer.data = s;
     if (s->raft_inited && raft_state(&s->raft) == RAFT_LEADER &&
@@ -597,6 +599,11 @@ void server_free(struct server *s)
         close(s->lock_fd);
     }
     free(s);
+}
+
+void server_on_stop(struct server *s, void (*cb)(struct server *s))
+{
+    s->stop_cb = cb;
 }
 
 int server_failed(const struct server *s)

@@ -26,8 +26,13 @@ int server_init(struct server **out, uv_loop_t *loop,
  * errors, -errno of listen(2). */
 int server_start(struct server *s);
 
-/* Begin a graceful stop; cb runs once everything is closed.  Safe to call
- * more than once (later calls are ignored). */
+/* What runs once a stop completes, whoever asked for it (a signal, or a
+ * SHUTDOWN request over the API). */
+void server_on_stop(struct server *s, void (*cb)(struct server *s));
+
+/* Begin a graceful stop; cb (NULL: the one set by server_on_stop) runs once
+ * everything is closed.  Safe to call more than once (later calls are
+ * ignored). */
 void server_stop(struct server *s, void (*cb)(struct server *s));
 
 /* Free what server_init allocated, after the stop callback. */
