@@ -72,6 +72,8 @@ CORE_LIBS := $(LIBDIR)/libcdcluster.a $(LIBDIR)/libcdcore.a
 UNIT_SRC := $(wildcard tests/unit/test_*.c)
 UNIT_BIN := $(patsubst tests/unit/%.c,$(TESTBIN)/%,$(UNIT_SRC))
 UNIT_SCRIPTS := $(wildcard tests/unit/test_*.sh)
+INTEG_SRC := $(wildcard tests/integration/test_*.c)
+INTEG_BIN := $(patsubst tests/integration/%.c,$(TESTBIN)/%,$(INTEG_SRC))
 TOOL_SRC := $(wildcard tests/tools/*.c)
 TOOL_BIN := $(patsubst tests/tools/%.c,$(TESTBIN)/%,$(TOOL_SRC))
 BENCH_SRC := $(wildcard tests/bench/*.c)
@@ -81,10 +83,12 @@ BENCH_BIN := $(patsubst tests/bench/%.c,$(BIN)/%,$(BENCH_SRC))
         format-check lint demo clean raft-version
 .DEFAULT_GOAL := all
 
-PROGRAMS := $(BIN)/clusterd $(BIN)/clusterd-store $(BIN)/clusterd-read
+PROGRAMS := $(BIN)/clusterd $(BIN)/clusterd-store $(BIN)/clusterd-read \
+            $(BIN)/clusterctl
 
 all: raft-version $(LIBDIR)/libcdcore.a $(LIBDIR)/libclusterd.a \
-     $(LIBDIR)/libclusterd.so $(PROGRAMS) $(UNIT_BIN) $(TOOL_BIN) $(BENCH_BIN)
+     $(LIBDIR)/libclusterd.so $(PROGRAMS) $(UNIT_BIN) $(INTEG_BIN) \
+     $(TOOL_BIN) $(BENCH_BIN)
 
 # Fail early and clearly when Debian's own libraft 0.15 is what would link.
 raft-version: $(BUILD)/raft-version.ok
@@ -143,6 +147,11 @@ $(BIN)/clusterd: cluster/main.c $(CORE_LIBS)
 	$(Q)mkdir -p $(@D)
 	$(Q)$(CC) $(ALL_CFLAGS) -MMD -MP $< -o $@ $(ALL_LDFLAGS) $(CORE_LIBS) $(LIBS)
 
+$(BIN)/clusterctl: cluster/clusterctl.c $(CORE_LIBS)
+	$(call say,CCLD,$@)
+	$(Q)mkdir -p $(@D)
+	$(Q)$(CC) $(ALL_CFLAGS) -MMD -MP $< -o $@ $(ALL_LDFLAGS) $(CORE_LIBS) $(LIBS)
+
 # The example reader uses only the public header and the shared library.
 $(BIN)/clusterd-read: storage/examples/clusterd_read.c $(LIBDIR)/libclusterd.so
 	$(call say,CCLD,$@)
@@ -155,6 +164,14 @@ $(TESTBIN)/%: tests/unit/%.c $(CORE_LIBS)
 	$(call say,CCLD,$@)
 	$(Q)mkdir -p $(@D)
 	$(Q)$(CC) $(ALL_CFLAGS) -MMD -MP $< -o $@ $(ALL_LDFLAGS) $(CORE_LIBS) $(LIBS)
+
+# Integration tests start real clusterd processes: they need the binary.
+$(TESTBIN)/test_%: tests/integration/test_%.c tests/integration/harness.c \
+                   tests/integration/harness.h $(CORE_LIBS) $(BIN)/clusterd
+	$(call say,CCLD,$@)
+	$(Q)mkdir -p $(@D)
+	$(Q)$(CC) $(ALL_CFLAGS) -MMD -MP $< tests/integration/harness.c -o $@ \
+	  $(ALL_LDFLAGS) $(CORE_LIBS) $(LIBS)
 
 $(TESTBIN)/%: tests/tools/%.c $(CORE_LIBS)
 	$(call say,CCLD,$@)
@@ -179,7 +196,7 @@ ensure-deps:
 # --- tests -------------------------------------------------------------
 check: ensure-deps
 	$(Q)$(MAKE) --no-print-directory all
-	$(Q)BUILD=$(BUILD) bash tests/run-tests.sh $(UNIT_BIN) $(UNIT_SCRIPTS)
+	$(Q)BUILD=$(BUILD) bash tests/run-tests.sh $(UNIT_BIN) $(UNIT_SCRIPTS) $(INTEG_BIN)
 
 # --- fuzzing (clang libFuzzer, ASan + UBSan) ---------------------------
 FUZZ_SECONDS ?= 60

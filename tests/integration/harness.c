@@ -1,0 +1,434 @@
+/*
+ * harness.c - see harness.h.
+ */
+#include "harness.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "lib/err.h"
+#include "storage/store.h"
+
+static uint64_t now_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
+}
+
+static void sleep_ms(unsigned ms)
+{
+    struct timespec ts = {ms / 1000, (long)(ms % 1000) * 1000000};
+    nanosleep(&ts, NULL);
+}
+
+int harness_init(struct harness *h, int n, const char *const *extra)
+{
+    char exe[PATH_MAX];
+    memset(h, 0, sizeof *h);
+    snprintf(h->base, sizeof h->base, "/tmp/cd-integ-XXXXXX");
+    if (mkdtemp(h->base) == NULL) {
+        return -errno;
+    }
+    /* build/tests/<test> -> build/bin/clusterd */
+    ssize_t len = readlink("/proc/self/exe", exe, sizeof exe - 1);
+    if (len <= 0) {
+        return -errno;
+    }
+    exe[len] = '\0';
+    char *slash = strrchr(exe, '/');
+    *slash = '\0';
+    snprintf(h->bin, sizeof h->bin, "%s/../bin/clusterd", exe);
+    if (access(h->bin, X_OK) != 0) {
+        fprintf(stderr, "harness: no clusterd at %s\n", h->bin);
+        return -ENOENT;
+    }
+    /* Ports 20000..59999, apart by the pid: parallel runs do not meet. */
+    h->port = 20000 + (int)(getpid() % 200) * 200;
+    h->n = n;
+    for (int i = 0; i < n; i++) {
+        struct hnode *d = &h->node[i];
+        snprintf(d->dir, sizeof d->dir, "%s/n%d", h->base, i + 1);
+        snprintf(d->log, sizeof d->log, "%s/n%d.log", h->base, i + 1);
+        snprintf(d->raft, sizeof d->raft, "127.0.0.1:%d", h->port + i + 1);
+        snprintf(d->api, sizeof d->api, "127.0.0.1:%d", h->port + 101 + i);
+    }
+    for (int i = 0; extra != NULL && extra[i] != NULL && i < 15; i++) {
+        h->extra[i] = extra[i];
+    }
+    return 0;
+}
+
+void harness_destroy(struct harness *h)
+{
+    for (int i = 0; i < h->n; i++) {
+        if (h->node[i].pid > 0) {
+            harness_stop(h, i, SIGKILL);
+        }
+    }
+    if (getenv("CD_KEEP_TEST_DIR") == NULL && h->base[0] != '\0') {
+        char cmd[200];
+        snprintf(cmd, sizeof cmd, "rm -rf '%s'", h->base);
+        if (system(cmd) != 0) {
+            fprintf(stderr, "harness: could not remove %s\n", h->base);
+        }
+    } else if (h->base[0] != '\0') {
+        fprintf(stderr, "harness: kept %s\n", h->base);
+    }
+}
+
+/* A fresh token from the cluster, as `clusterctl token create` makes. */
+static int request_token(struct harness *h, char *tok, size_t len)
+{
+    struct cd_client *c = harness_client(h, 0, 10000);
+    struct cd_msg req, resp;
+    if (c == NULL) {
+        return -ENOMEM;
+    }
+    memset(&req, 0, sizeof req);
+    req.type = CD_MSG_TOKEN;
+    req.u.token.ttl_s = 600;
+    int rc = cd_client_call(c, &req, &resp);
+    if (rc == 0) {
+        snprintf(tok, len, "%s", resp.u.token_resp.token);
+        codec_msg_free(&resp);
+    }
+    cd_client_close(c);
+    return rc;
+}
+
+static int read_token(struct harness *h, int via, char *tok, size_t len)
+{
+    char path[200];
+    snprintf(path, sizeof path, "%s/join-token", h->node[via].dir);
+    /* The first joins use the token the bootstrap node leaves in its data
+     * directory (the path the docs give operators); any later join asks
+     * the cluster for a fresh one. */
+    if (h->joins_done > 0 || via != 0) {
+        return request_token(h, tok, len);
+    }
+    uint64_t deadline = now_ms() + 10000;
+    while (now_ms() < deadline) {
+        FILE *f = fopen(path, "r");
+        if (f != NULL) {
+            char *ok = fgets(tok, (int)len, f);
+            fclose(f);
+            if (ok != NULL && strlen(tok) > 30) {
+                tok[strcspn(tok, "\n")] = '\0';
+                return 0;
+            }
+        }
+        sleep_ms(20);
+    }
+    return CD_ETIMEOUT;
+}
+
+int harness_start(struct harness *h, int i, enum hstart how, int via)
+{
+    struct hnode *d = &h->node[i];
+    char token[64] = "";
+    /* execv wants char *const[]; the strings are ours and not modified. */
+    const char *args[48];
+    char *argv[48];
+    int a = 0;
+    if (how == H_JOIN && read_token(h, via, token, sizeof token) != 0) {
+        return CD_ETIMEOUT;
+    }
+    if (how == H_JOIN && h->formed) {
+        h->joins_done++;
+    }
+#define argv args
+    argv[a++] = h->bin;
+    argv[a++] = "--data";
+    argv[a++] = d->dir;
+    argv[a++] = "--raft";
+    argv[a++] = d->raft;
+    argv[a++] = "--api";
+    argv[a++] = d->api;
+    if (how == H_BOOTSTRAP) {
+        argv[a++] = "--bootstrap";
+    } else if (how == H_JOIN) {
+        argv[a++] = "--join";
+        argv[a++] = h->node[via].api;
+        argv[a++] = "--token";
+        argv[a++] = token;
+    }
+    for (int j = 0; h->extra[j] != NULL; j++) {
+        argv[a++] = h->extra[j];
+    }
+    argv[a] = NULL;
+#undef argv
+    for (int j = 0; j <= a; j++) {
+        argv[j] = (char *)(uintptr_t)args[j];
+    }
+    fflush(NULL);
+    pid_t pid = fork();
+    if (pid < 0) {
+        return -errno;
+    }
+    if (pid == 0) {
+        int fd = open(d->log, O_WRONLY | O_CREAT | O_APPEND, 0644);
+        if (fd >= 0) {
+            dup2(fd, 1);
+            dup2(fd, 2);
+            close(fd);
+        }
+        execv(h->bin, argv);
+        _exit(127);
+    }
+    d->pid = pid;
+    return 0;
+}
+
+int harness_stop(struct harness *h, int i, int sig)
+{
+    struct hnode *d = &h->node[i];
+    int status = 0;
+    if (d->pid <= 0) {
+        return -1;
+    }
+    kill(d->pid, sig);
+    uint64_t deadline = now_ms() + 15000;
+    for (;;) {
+        pid_t r = waitpid(d->pid, &status, WNOHANG);
+        if (r == d->pid || (r < 0 && errno == ECHILD)) {
+            break;
+        }
+        if (now_ms() > deadline) {
+            kill(d->pid, SIGKILL);
+            waitpid(d->pid, &status, 0);
+            break;
+        }
+        sleep_ms(10);
+    }
+    d->pid = 0;
+    return status;
+}
+
+void harness_wipe(struct harness *h, int i)
+{
+    char cmd[200];
+    snprintf(cmd, sizeof cmd, "rm -rf '%s'", h->node[i].dir);
+    if (system(cmd) != 0) {
+        fprintf(stderr, "harness: could not remove %s\n", h->node[i].dir);
+    }
+}
+
+struct cd_client *harness_client(struct harness *h, unsigned mask,
+                                 unsigned timeout_ms)
+{
+    const char *eps[HARNESS_MAX_NODES];
+    size_t n = 0;
+    struct cd_client *c = NULL;
+    for (int i = 0; i < h->n; i++) {
+        if (mask == 0 || (mask & (1u << i))) {
+            eps[n++] = h->node[i].api;
+        }
+    }
+    struct cd_client_config cfg = {
+        .endpoints = eps,
+        .n_endpoints = n,
+        .timeout_ms = 2000,
+        .total_timeout_ms = timeout_ms,
+    };
+    if (cd_client_open(&cfg, &c) != 0) {
+        return NULL;
+    }
+    return c;
+}
+
+int harness_status(struct harness *h, int i, struct cd_msg *st)
+{
+    struct cd_client *c = harness_client(h, 1u << i, 1500);
+    struct cd_msg req;
+    if (c == NULL) {
+        return -ENOMEM;
+    }
+    memset(&req, 0, sizeof req);
+    req.type = CD_MSG_STATUS;
+    int rc = cd_client_call(c, &req, st);
+    cd_client_close(c);
+    return rc;
+}
+
+int harness_wait_voters(struct harness *h, unsigned voters,
+                        unsigned timeout_ms)
+{
+    uint64_t deadline = now_ms() + timeout_ms;
+    while (now_ms() < deadline) {
+        struct cd_client *c = harness_client(h, 0, 2000);
+        struct cd_msg req, resp;
+        memset(&req, 0, sizeof req);
+        req.type = CD_MSG_MEMBERS;
+        if (c != NULL && cd_client_call(c, &req, &resp) == 0) {
+            unsigned v = 0;
+            for (size_t j = 0; j < resp.u.members_resp.n_members; j++) {
+                v += resp.u.members_resp.members[j].role == CD_ROLE_VOTER;
+            }
+            codec_msg_free(&resp);
+            if (v == voters) {
+                cd_client_close(c);
+                return 0;
+            }
+        }
+        cd_client_close(c);
+        sleep_ms(50);
+    }
+    return CD_ETIMEOUT;
+}
+
+int harness_leader(struct harness *h, unsigned timeout_ms)
+{
+    uint64_t deadline = now_ms() + timeout_ms;
+    while (now_ms() < deadline) {
+        for (int i = 0; i < h->n; i++) {
+            struct cd_msg st;
+            if (h->node[i].pid <= 0 || harness_status(h, i, &st) != 0) {
+                continue;
+            }
+            int leads = st.u.status_resp.state != NULL &&
+                        strcmp(st.u.status_resp.state, "leader") == 0;
+            codec_msg_free(&st);
+            if (leads) {
+                return i;
+            }
+        }
+        sleep_ms(20);
+    }
+    return -1;
+}
+
+int harness_wait_revision(struct harness *h, uint64_t rev,
+                          unsigned timeout_ms)
+{
+    uint64_t deadline = now_ms() + timeout_ms;
+    while (now_ms() < deadline) {
+        int behind = 0;
+        for (int i = 0; i < h->n; i++) {
+            struct cd_msg st;
+            if (h->node[i].pid <= 0) {
+                continue;
+            }
+            if (harness_status(h, i, &st) != 0) {
+                behind = 1;
+                continue;
+            }
+            behind |= st.u.status_resp.revision < rev;
+            codec_msg_free(&st);
+        }
+        if (!behind) {
+            return 0;
+        }
+        sleep_ms(20);
+    }
+    return CD_ETIMEOUT;
+}
+
+struct digest {
+    uint64_t hash;
+    uint64_t keys;
+};
+
+static void mix(uint64_t *h, const void *p, size_t n)
+{
+    const uint8_t *b = p;
+    for (size_t i = 0; i < n; i++) {
+        *h = (*h ^ b[i]) * 1099511628211ULL;
+    }
+}
+
+static int digest_kv(void *arg, const struct store_kv *kv)
+{
+    struct digest *d = arg;
+    uint64_t nums[3] = {kv->create_rev, kv->mod_rev, kv->version};
+    uint64_t lens[2] = {kv->key_len, kv->value_len};
+    mix(&d->hash, lens, sizeof lens);
+    mix(&d->hash, kv->key, kv->key_len);
+    mix(&d->hash, kv->value, kv->value_len);
+    mix(&d->hash, nums, sizeof nums);
+    d->keys++;
+    return 0;
+}
+
+int harness_compare_stores(struct harness *h, char *why, size_t why_len)
+{
+    struct digest first = {0, 0};
+    uint64_t first_rev = 0;
+    int have = -1;
+    for (int i = 0; i < h->n; i++) {
+        char path[200];
+        struct store_config cfg;
+        struct store *s;
+        struct store_read *r;
+        struct store_meta m;
+        struct digest d = {1469598103934665603ULL, 0};
+        if (h->node[i].pid <= 0) {
+            continue;
+        }
+        snprintf(path, sizeof path, "%s/state.mdb", h->node[i].dir);
+        store_config_init(&cfg, path);
+        cfg.read_only = 1;
+        int rc = store_open(&cfg, &s);
+        if (rc != 0) {
+            snprintf(why, why_len, "node %d: open: %s", i + 1,
+                     cd_strerror(rc));
+            return rc;
+        }
+        rc = store_read_begin(s, &r);
+        if (rc == 0) {
+            rc = store_read_meta(r, &m);
+            if (rc == 0) {
+                rc = store_read_range(r, NULL, 0, NULL, 0, 0, digest_kv, &d,
+                                      NULL);
+            }
+            store_read_end(r);
+        }
+        store_close(s);
+        if (rc != 0) {
+            snprintf(why, why_len, "node %d: read: %s", i + 1,
+                     cd_strerror(rc));
+            return rc;
+        }
+        if (have < 0) {
+            first = d;
+            first_rev = m.revision;
+            have = i;
+        } else if (d.hash != first.hash || d.keys != first.keys ||
+                   m.revision != first_rev) {
+            snprintf(why, why_len,
+                     "node %d (rev %llu, %llu keys, digest %016llx) differs "
+                     "from node %d (rev %llu, %llu keys, digest %016llx)",
+                     i + 1, (unsigned long long)m.revision,
+                     (unsigned long long)d.keys, (unsigned long long)d.hash,
+                     have + 1, (unsigned long long)first_rev,
+                     (unsigned long long)first.keys,
+                     (unsigned long long)first.hash);
+            return CD_ECORRUPT;
+        }
+    }
+    return have < 0 ? -ENOENT : 0;
+}
+
+int harness_log_has(struct harness *h, int i, const char *needle)
+{
+    FILE *f = fopen(h->node[i].log, "r");
+    char line[1024];
+    int found = 0;
+    if (f == NULL) {
+        return 0;
+    }
+    while (!found && fgets(line, sizeof line, f) != NULL) {
+        found = strstr(line, needle) != NULL;
+    }
+    fclose(f);
+    return found;
+}

@@ -1,0 +1,76 @@
+/*
+ * harness.h - real clusterd processes on loopback, for integration tests.
+ *
+ * A test cluster lives in its own temporary directory; node i has
+ * <dir>/n<i>/ as data dir, its log in <dir>/n<i>.log, and listens on
+ * 127.0.0.1 ports derived from the test's pid (so that two runs do not
+ * collide).  Every process started is recorded and stopped by its PID,
+ * also when a test fails (harness_destroy runs from the teardown).
+ * Waits are bounded polls: nothing here sleeps for a fixed "long enough".
+ */
+#ifndef CD_TEST_HARNESS_H
+#define CD_TEST_HARNESS_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+#include "cluster/client.h"
+
+#define HARNESS_MAX_NODES 7
+
+struct hnode {
+    pid_t pid; /* 0: not running */
+    char dir[160];
+    char log[160];
+    char raft[32];
+    char api[32];
+};
+
+struct harness {
+    char base[96];
+    char bin[4200]; /* path of the clusterd binary */
+    int port;      /* first port: raft port+i, api port+100+i */
+    int n;
+    struct hnode node[HARNESS_MAX_NODES];
+    const char *extra[16]; /* extra flags for every node, NULL-ended */
+    int formed;     /* set by the test once the initial joins are done */
+    int joins_done; /* joins after formation */
+};
+
+/* Make the directory and pick ports; no process yet. */
+int harness_init(struct harness *h, int n, const char *const *extra);
+/* Kill every running node (SIGKILL), wait for them, remove the dir
+ * unless CD_KEEP_TEST_DIR is set. */
+void harness_destroy(struct harness *h);
+
+enum hstart { H_BOOTSTRAP, H_JOIN, H_RESTART };
+/* Start node i (join goes through node `via`'s API with its join token). */
+int harness_start(struct harness *h, int i, enum hstart how, int via);
+/* Send sig and wait (bounded) for the exit; returns the wait status. */
+int harness_stop(struct harness *h, int i, int sig);
+/* Remove node i's data directory (it must be stopped). */
+void harness_wipe(struct harness *h, int i);
+
+/* A client with the API endpoints of the given nodes (all if mask 0). */
+struct cd_client *harness_client(struct harness *h, unsigned mask,
+                                 unsigned timeout_ms);
+
+/* Poll until `voters` voters are in the configuration (asked of any node),
+ * within timeout_ms.  0 or CD_ETIMEOUT. */
+int harness_wait_voters(struct harness *h, unsigned voters,
+                        unsigned timeout_ms);
+/* The node index of the current leader, or -1. */
+int harness_leader(struct harness *h, unsigned timeout_ms);
+/* Status of node i alone (no redirects): 0 and *st, or an error. */
+int harness_status(struct harness *h, int i, struct cd_msg *st);
+/* Poll until every running node has applied at least revision rev. */
+int harness_wait_revision(struct harness *h, uint64_t rev,
+                          unsigned timeout_ms);
+/* Compare the kv contents of every running node's store (read-only, while
+ * they run); 0 if identical, else CD_ECORRUPT with why filled. */
+int harness_compare_stores(struct harness *h, char *why, size_t why_len);
+/* Does node i's log contain needle? */
+int harness_log_has(struct harness *h, int i, const char *needle);
+
+#endif
