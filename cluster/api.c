@@ -778,6 +778,8 @@ struct internal_write {
     uint64_t request_id;
     char token[40];
     uint64_t expires_ms;
+    /* Optional: write the token here once it is committed (valid). */
+    char file[300];
 };
 
 static void internal_cb(struct raft_apply *req, int status, void *result)
@@ -786,6 +788,16 @@ static void internal_cb(struct raft_apply *req, int status, void *result)
     (void)result;
     if (status != 0) {
         log_warn("api", "internal write failed: %s", raft_strerror(status));
+    }
+    if (status == 0 && w->file[0] != '\0') {
+        FILE *f = fopen(w->file, "w");
+        if (f != NULL) {
+            fchmod(fileno(f), 0600);
+            fprintf(f, "%s\n", w->token);
+            fclose(f);
+            log_info("api", "first join token written to %s (valid 24 h)",
+                     w->file);
+        }
     }
     if (w->conn != NULL) {
         struct conn *c = w->conn;
@@ -886,14 +898,37 @@ static void change_reply(struct server *s, int rc)
     }
 }
 
+static uint64_t last_id(struct server *s)
+{
+    struct store_read *r;
+    struct store_kv kv;
+    uint64_t id = 0;
+    if (store_read_begin(s->store, &r) == 0) {
+        if (store_read_get(r, "/cluster/last_id", 16, &kv) == 0) {
+            char buf[24];
+            size_t n = kv.value_len < sizeof buf - 1 ? kv.value_len
+                                                     : sizeof buf - 1;
+            memcpy(buf, kv.value, n);
+            buf[n] = '\0';
+            id = strtoull(buf, NULL, 10);
+        }
+        store_read_end(r);
+    }
+    return id;
+}
+
 static void change_cb(struct raft_change *req, int status)
 {
     struct server *s = req->data;
     int rc = server__raft_err(status);
     if (rc == 0 && s->change_action == CD_MEMBER_ADD) {
-        char key[64];
+        char key[64], id[24];
         server__member_key(key, sizeof key, s->change_id);
-        rc = propose_put(s, key, s->change_api);
+        snprintf(id, sizeof id, "%" PRIu64, s->change_id);
+        rc = propose_put(s, "/cluster/last_id", id);
+        if (rc == 0) {
+            rc = propose_put(s, key, s->change_api);
+        }
     }
     change_reply(s, rc);
 }
@@ -1008,7 +1043,10 @@ static void member_change(struct conn *c, struct cd_msg *req)
                 return;
             }
             const char *addr = req->u.member_change.address;
-            uint64_t max = 0;
+            /* Ids are never reused, not even after a forced recovery
+             * shrank the configuration: a zombie of an old node must not
+             * be taken for a new one.  /cluster/last_id is the mark. */
+            uint64_t max = last_id(s);
             for (unsigned i = 0; i < conf->n; i++) {
                 if (strcmp(conf->servers[i].address, addr) == 0) {
                     send_error(c, req->request_id, -EEXIST);
@@ -1129,35 +1167,26 @@ static int new_token(char *out, size_t len)
     return 0;
 }
 
-/* Store a token's hash with its expiry; the token itself is never stored. */
-static int propose_token(struct server *s, const char *token, unsigned ttl_s)
-{
-    char key[128], value[32];
-    token_key(token, key, sizeof key);
-    snprintf(value, sizeof value, "%" PRIu64,
-             server__wall_ms() + (uint64_t)ttl_s * 1000);
-    return propose_put(s, key, value);
-}
-
 /* The first leader of a new cluster makes a join token valid for a day and
- * leaves it, readable by root only, in <data>/join-token. */
+ * leaves it, readable by root only, in <data>/join-token, once the token is
+ * committed: a joiner that reads the file can use it at once. */
 static void first_token(struct server *s)
 {
-    char token[40], path[300];
-    if (new_token(token, sizeof token) != 0 ||
-        propose_token(s, token, 86400) != 0) {
+    char token[40], key[128], value[32];
+    struct internal_write *w;
+    if (new_token(token, sizeof token) != 0) {
         log_warn("api", "could not create the first join token");
         return;
     }
-    snprintf(path, sizeof path, "%s/join-token", s->cfg.data_dir);
-    FILE *f = fopen(path, "w");
-    if (f != NULL) {
-        fchmod(fileno(f), 0600);
-        fprintf(f, "%s\n", token);
-        fclose(f);
-        log_info("api", "first join token written to %s (valid 24 h)",
-                 path);
+    token_key(token, key, sizeof key);
+    snprintf(value, sizeof value, "%" PRIu64,
+             server__wall_ms() + (uint64_t)86400 * 1000);
+    if (propose_put_for(s, key, value, &w) != 0) {
+        log_warn("api", "could not propose the first join token");
+        return;
     }
+    snprintf(w->token, sizeof w->token, "%s", token);
+    snprintf(w->file, sizeof w->file, "%s/join-token", s->cfg.data_dir);
 }
 
 /* clusterctl token create: a new token, answered once it is committed. */
@@ -1625,12 +1654,82 @@ static void replace_failed_voter(struct server *s)
     }
 }
 
+struct prune_acc {
+    const struct raft_configuration *conf;
+    char key[64];
+    int found;
+};
+
+static int prune_find(void *arg, const struct store_kv *kv)
+{
+    struct prune_acc *a = arg;
+    const char *k = kv->key;
+    size_t pre = sizeof "/cluster/members/" - 1;
+    char num[24];
+    size_t n = kv->key_len - pre;
+    if (kv->key_len <= pre || n >= sizeof num) {
+        return 0;
+    }
+    memcpy(num, k + pre, n);
+    num[n] = '\0';
+    uint64_t id = strtoull(num, NULL, 10);
+    for (unsigned i = 0; i < a->conf->n; i++) {
+        if (a->conf->servers[i].id == id) {
+            return 0;
+        }
+    }
+    snprintf(a->key, sizeof a->key, "%.*s", (int)kv->key_len, k);
+    a->found = 1;
+    return 1;
+}
+
+/*
+ * The member records follow the configuration: a parent that was removed
+ * (or lost in a forced recovery) no longer has an API address clients are
+ * sent to.  One deletion per tick, through Raft like any write.
+ */
+static void prune_members(struct server *s)
+{
+    struct prune_acc a = {&s->raft.configuration, "", 0};
+    struct store_read *r;
+    if (s->change_busy || store_read_begin(s->store, &r) != 0) {
+        return;
+    }
+    store_read_range(r, "/cluster/members/", 17, NULL, 0, 0, prune_find, &a,
+                     NULL);
+    store_read_end(r);
+    if (!a.found) {
+        return;
+    }
+    struct cd_op op = {.type = CD_OP_DELETE, .key = {a.key, strlen(a.key)}};
+    struct cd_batch b = {server__wall_ms(), &op, 1};
+    struct raft_buffer rb;
+    struct internal_write *w = calloc(1, sizeof *w);
+    if (w == NULL || fsm_encode_entry(&b, s->cluster_id, &rb) != 0) {
+        free(w);
+        return;
+    }
+    w->req.data = w;
+    int rv = raft_apply(&s->raft, &w->req, &rb, 1, internal_cb);
+    if (rv != 0) {
+        if (fsm_apply_failed_keeps_buffer(rv)) {
+            raft_free(rb.base);
+        }
+        free(w);
+        return;
+    }
+    log_info("api", "removed the stale member record %s", a.key);
+}
+
 static void tick_cb(uv_timer_t *t)
 {
     struct server *s = t->data;
     if (s->lead == LEAD_READY) {
         probe_members(s);
         replace_failed_voter(s);
+        if (++s->prune_ticks % 8 == 0) {
+            prune_members(s);
+        }
     }
     auto_promote(s);
     uint64_t now = uv_now(s->loop);

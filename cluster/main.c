@@ -35,6 +35,10 @@ static void usage(FILE *f)
             "first parent\n"
             "  --join        join the cluster at ENDPOINTS (API addresses, "
             "comma-separated)\n"
+            "  --force-new-cluster  disaster recovery: make this surviving "
+            "parent\n"
+            "                the only voter, keeping all data (run on one "
+            "node only)\n"
             "  --set K=V     any setting of the configuration file (see "
             "clusterd.conf(5))\n\n"
             "A node that has joined or bootstrapped restarts with neither "
@@ -138,11 +142,6 @@ int main(int argc, char **argv)
         return 1;
     }
     log_set_level(cfg.log_level);
-    if (cfg.force_new_cluster) {
-        fprintf(stderr, "clusterd: --force-new-cluster: see docs/operations.md"
-                        " (not available in this build)\n");
-        return 1;
-    }
 
     uv_loop_t *loop = uv_default_loop();
     if ((rc = server_init(&srv, loop, &cfg)) != 0) {

@@ -378,6 +378,32 @@ static int start_raft(struct server *s, int bootstrap)
     raft_set_snapshot_trailing(&s->raft, s->cfg.snapshot_trailing);
     raft_set_install_snapshot_timeout(&s->raft, 30000);
 
+    if (s->cfg.force_new_cluster) {
+        /*
+         * Disaster recovery: a majority is gone for good.  This survivor
+         * rewrites its configuration to itself alone, as the only voter,
+         * keeping its log and store; then it is a one-voter cluster that
+         * elects itself, and new parents join it.  Run on exactly one node
+         * (docs/operations.md).
+         */
+        struct raft_configuration conf;
+        raft_configuration_init(&conf);
+        rv = raft_configuration_add(&conf, s->id, s->cfg.raft_addr,
+                                    RAFT_VOTER);
+        if (rv == 0) {
+            rv = raft_recover(&s->raft, &conf);
+        }
+        raft_configuration_close(&conf);
+        if (rv != 0) {
+            log_error("server", "force-new-cluster: %s",
+                      raft_errmsg(&s->raft));
+            return CD_ERAFT;
+        }
+        log_warn("server", "force-new-cluster: node %" PRIu64
+                           " is now the only voter; other parents must "
+                           "rejoin with a wiped data directory",
+                 s->id);
+    }
     if (bootstrap) {
         struct raft_configuration conf;
         raft_configuration_init(&conf);
@@ -431,6 +457,12 @@ int server_start(struct server *s)
             if ((rc = join_cluster(s)) != 0) {
                 return rc;
             }
+        } else if (s->cfg.force_new_cluster) {
+            log_error("server", "--force-new-cluster needs the data "
+                                "directory of a surviving parent; %s holds "
+                                "no node",
+                      s->cfg.data_dir);
+            return CD_ECONFIG;
         } else {
             log_error("server", "%s holds no node: start with --bootstrap "
                                 "(first parent) or --join (see clusterd(8))",
@@ -442,6 +474,10 @@ int server_start(struct server *s)
         }
     } else if (rc != 0) {
         return rc;
+    } else if (s->cfg.force_new_cluster) {
+        log_warn("server", "node %" PRIu64 " of cluster %016" PRIx64
+                           ": forcing a new one-voter cluster",
+                 s->id, s->cluster_id);
     } else if (s->cfg.bootstrap || s->cfg.join[0] != '\0') {
         log_info("server", "node %" PRIu64 " of cluster %016" PRIx64
                            " restarting; --bootstrap/--join ignored",

@@ -82,6 +82,7 @@ struct server {
     uint64_t last_seen_index;
     struct raft_barrier keepalive;
     int keepalive_busy;
+    unsigned prune_ticks;
 
     /* Membership changes: one at a time. */
     struct raft_change change;

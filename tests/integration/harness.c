@@ -156,6 +156,8 @@ int harness_start(struct harness *h, int i, enum hstart how, int via)
     argv[a++] = d->api;
     if (how == H_BOOTSTRAP) {
         argv[a++] = "--bootstrap";
+    } else if (how == H_FORCE_NEW_CLUSTER) {
+        argv[a++] = "--force-new-cluster";
     } else if (how == H_JOIN) {
         argv[a++] = "--join";
         argv[a++] = h->node[via].api;

@@ -44,7 +44,7 @@ int harness_init(struct harness *h, int n, const char *const *extra);
  * unless CD_KEEP_TEST_DIR is set. */
 void harness_destroy(struct harness *h);
 
-enum hstart { H_BOOTSTRAP, H_JOIN, H_RESTART };
+enum hstart { H_BOOTSTRAP, H_JOIN, H_RESTART, H_FORCE_NEW_CLUSTER };
 /* Start node i (join goes through node `via`'s API with its join token). */
 int harness_start(struct harness *h, int i, enum hstart how, int via);
 /* Send sig and wait (bounded) for the exit; returns the wait status. */

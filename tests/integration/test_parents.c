@@ -388,6 +388,57 @@ static void test_standby_replaces_dead_voter(void **state)
     assert_same_stores(h);
 }
 
+static void test_force_new_cluster(void **state)
+{
+    struct harness *h = *state;
+    form(h, 3, 3);
+    struct cd_client *c = harness_client(h, 0, 10000);
+    for (int i = 0; i < 50; i++) {
+        char key[32];
+        snprintf(key, sizeof key, "/dr/%02d", i);
+        check_rc(cd_client_put(c, key, strlen(key), "kept", 4, NULL), 0);
+    }
+    cd_client_close(c);
+    int survivor = harness_leader(h, 5000);
+    /* A majority is lost for good. */
+    for (int i = 0; i < 3; i++) {
+        if (i != survivor) {
+            harness_stop(h, i, SIGKILL);
+            harness_wipe(h, i);
+        }
+    }
+    harness_stop(h, survivor, SIGTERM);
+    check_rc(harness_start(h, survivor, H_FORCE_NEW_CLUSTER, 0), 0);
+    check_rc(harness_wait_voters(h, 1, 15000), 0);
+    c = harness_client(h, 1u << survivor, 10000);
+    for (int i = 0; i < 50; i++) {
+        char key[32];
+        char *val = NULL;
+        size_t len;
+        snprintf(key, sizeof key, "/dr/%02d", i);
+        check_rc(cd_client_get(c, key, strlen(key), 0, &val, &len, NULL), 0);
+        assert_string_equal(val, "kept");
+        free(val);
+    }
+    check_rc(cd_client_put(c, "/dr/after", 9, "yes", 3, NULL), 0);
+    cd_client_close(c);
+    /* Fresh parents join the recovered cluster and become voters. */
+    for (int i = 0; i < 3; i++) {
+        if (i != survivor) {
+            check_rc(harness_start(h, i, H_JOIN, survivor), 0);
+        }
+    }
+    check_rc(harness_wait_voters(h, 3, 30000), 0);
+    /* New parents get new ids: the lost ones are never reused. */
+    for (int i = 0; i < 3; i++) {
+        if (i != survivor && node_id(h, i) <= 3) {
+            fail_msg("node %d got id %llu, an id of a lost parent", i + 1,
+                     (unsigned long long)node_id(h, i));
+        }
+    }
+    assert_same_stores(h);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -401,6 +452,8 @@ int main(void)
                                         setup, teardown),
         cmocka_unit_test_setup_teardown(test_standby_replaces_dead_voter,
                                         setup, teardown),
+        cmocka_unit_test_setup_teardown(test_force_new_cluster, setup,
+                                        teardown),
     };
     return cmocka_run_group_tests_name("parents", tests, NULL, NULL);
 }
