@@ -1,55 +1,107 @@
 #!/bin/bash
-# make demo - a narrated tour of what clusterd does so far: the replicated
-# store every node keeps, read by local programs with no daemon in the way.
-# (The parent group, children and the VIP join this tour as they land.)
+# make demo - a narrated tour of clusterd: three parents on loopback formed
+# by join, configuration written once and read everywhere, the leader
+# killed and replaced, the old leader back as a follower, a graceful
+# handover, a backup, and a local program reading without any daemon.
+# Every process it starts is stopped by its PID when it ends.
 set -euo pipefail
 BUILD=${1:-build}
-BIN=$BUILD/bin
+BIN=$(cd "$BUILD/bin" && pwd)
 DIR=$(mktemp -d /tmp/clusterd-demo-XXXXXX)
-DB=$DIR/state.mdb
-trap 'rm -rf "$DIR"' EXIT
+BASE=$((27000 + ($$ % 100) * 10))
+declare -A PID
+
+cleanup() {
+    for i in "${!PID[@]}"; do
+        kill -9 "${PID[$i]}" 2>/dev/null || true
+        wait "${PID[$i]}" 2>/dev/null || true
+    done
+    rm -rf "$DIR"
+}
+trap cleanup EXIT
 
 say() { printf '\n\033[1m== %s\033[0m\n' "$*"; }
 run() { printf '$ %s\n' "$*"; "$@"; }
+raft() { echo "127.0.0.1:$((BASE + $1))"; }
+api() { echo "127.0.0.1:$((BASE + 100 + $1))"; }
+ENDPOINTS="$(api 1),$(api 2),$(api 3)"
+export CLUSTERD_ENDPOINTS=$ENDPOINTS
+ctl() { "$BIN/clusterctl" --timeout 10000 "$@"; }
 
-say "A parent's store is one LMDB file: $DB"
-run $BIN/clusterd-store -d "$DB" put /policies/antispam/level high
-run $BIN/clusterd-store -d "$DB" put /policies/antivirus/engine on
-run $BIN/clusterd-store -d "$DB" put /cluster/children/1/hostname mx1.example
-run $BIN/clusterd-store -d "$DB" put /cluster/trusted/192.0.2.10 mx1
-run $BIN/clusterd-store -d "$DB" put /policies/antispam/level medium
+start() { # start N [flags...]
+    local n=$1; shift
+    "$BIN/clusterd" --data "$DIR/p$n" --raft "$(raft "$n")" --api "$(api "$n")" \
+        --profile fast "$@" >>"$DIR/p$n.log" 2>&1 &
+    PID[$n]=$!
+}
 
-say "Every key has create/mod revisions and a version, like etcd"
-run $BIN/clusterd-store -d "$DB" range /policies/
+wait_for() { # wait_for SECONDS COMMAND...
+    local deadline=$((SECONDS + $1)); shift
+    until "$@" >/dev/null 2>&1; do
+        if [ $SECONDS -ge $deadline ]; then
+            echo "demo: timed out waiting for: $*" >&2
+            tail -n 20 "$DIR"/p*.log >&2
+            exit 1
+        fi
+        sleep 0.1
+    done
+}
 
-say "Every change is kept in order: this is what children replay"
-run $BIN/clusterd-store -d "$DB" changes 0
+voters() { ctl -o json members | grep -o '"role":"voter"' | wc -l; }
+three_voters() { [ "$(voters)" = 3 ]; }
+leader_id() { ctl -o json status 2>/dev/null | sed -n 's/.*"leader_id":\([0-9]*\).*/\1/p' | head -1; }
 
-say "A local program reads through libclusterd: no IPC, no daemon needed"
-run $BIN/clusterd-read -d "$DB" /policies/antispam/level
-run $BIN/clusterd-read -d "$DB" --prefix /cluster/
-run $BIN/clusterd-read -d "$DB" --status
+say "Parent 1 creates the cluster (clusterd --bootstrap)"
+start 1 --bootstrap
+wait_for 10 test -s "$DIR/p1/join-token"
+TOKEN=$(cat "$DIR/p1/join-token")
+echo "the first join token is in $DIR/p1/join-token (valid 24 h)"
 
-say "Deleting a whole subtree is one revision"
-run $BIN/clusterd-store -d "$DB" del --prefix /cluster/
-run $BIN/clusterd-store -d "$DB" changes 5
+say "Parents 2 and 3 join with the token: no ids, no files edited by hand"
+start 2 --join "$(api 1)" --token "$TOKEN"
+start 3 --join "$(api 1)" --token "$TOKEN"
+wait_for 30 three_voters
+run ctl members
 
-say "Backup: a compact, checksummed snapshot (the same bytes seed a child)"
-run $BIN/clusterd-store -d "$DB" snapshot "$DIR/backup.snap"
-run $BIN/clusterd-store verify "$DIR/backup.snap"
+say "Configuration goes in once, through the leader, and is on every parent"
+run ctl put /policies/antispam/level high
+run ctl put /policies/antivirus/engine on
+run ctl put /policies/relay/allowed 192.0.2.0/24
+run ctl range /policies/
+run ctl status
 
-say "A damaged backup is refused, and the store it was aimed at is untouched"
-cp "$DIR/backup.snap" "$DIR/damaged.snap"
-printf 'X' | dd of="$DIR/damaged.snap" bs=1 seek=5000 conv=notrunc status=none
-run $BIN/clusterd-store -d "$DIR/other.mdb" put /only/here yes
-if $BIN/clusterd-store -d "$DIR/other.mdb" restore "$DIR/damaged.snap"; then
-    echo "demo: a damaged snapshot was accepted" >&2; exit 1
-fi
-run $BIN/clusterd-store -d "$DIR/other.mdb" get /only/here
+OLD=$(leader_id)
+say "Kill -9 the leader (parent $OLD): the others elect a new one"
+T0=$(date +%s%N)
+kill -9 "${PID[$OLD]}"
+wait "${PID[$OLD]}" 2>/dev/null || true
+unset "PID[$OLD]"
+ctl put /demo/after-failover yes >/dev/null
+T1=$(date +%s%N)
+echo "first write acknowledged after the kill: $(( (T1 - T0) / 1000000 )) ms"
+run ctl status || echo "(status exits non-zero while a parent is unreachable)"
+run ctl get /policies/antispam/level
 
-say "Restore the good backup into that store; then check every invariant"
-run $BIN/clusterd-store -d "$DIR/other.mdb" restore "$DIR/backup.snap"
-run $BIN/clusterd-store -d "$DIR/other.mdb" range /
-run $BIN/clusterd-store -d "$DIR/other.mdb" check
+say "Parent $OLD restarts from its data directory and rejoins as a follower"
+start "$OLD"
+wait_for 20 three_voters
+wait_for 20 ctl --endpoints "$(api "$OLD")" get --serializable /demo/after-failover
+run ctl --endpoints "$(api "$OLD")" get --serializable /demo/after-failover
+run ctl members
 
-say "Done. Next: 'make check' runs every test."
+say "A graceful handover (what SIGTERM on the leader does before exiting)"
+run ctl leader transfer
+run ctl status
+
+say "Backup: the cluster's data, streamed from a parent, checked offline"
+run ctl snapshot save "$DIR/backup.snap"
+run "$BIN/clusterd-store" verify "$DIR/backup.snap"
+
+say "A local program reads a parent's store through libclusterd: no daemon in the way"
+run "$BIN/clusterd-read" -d "$DIR/p2/state.mdb" /policies/antispam/level
+run "$BIN/clusterd-read" -d "$DIR/p2/state.mdb" --status
+
+say "Stopping every parent (SIGTERM: the leader hands over first)"
+for i in "${!PID[@]}"; do kill -TERM "${PID[$i]}"; done
+for i in "${!PID[@]}"; do wait "${PID[$i]}" 2>/dev/null || true; unset "PID[$i]"; done
+echo "done. Next: 'make check' runs every test."
