@@ -1263,6 +1263,48 @@ void server__on_lost(struct server *s)
     flush_reads(s);
 }
 
+/*
+ * Keys under /cluster/ are clusterd's own records (members, tokens, the
+ * voter target, later the children registry): clients read and watch them
+ * but never write them, and no delete-prefix may sweep them away.
+ */
+static int reserved_key(struct cd_buf key, int prefix)
+{
+    static const char reserved[] = "/cluster/";
+    size_t n = sizeof reserved - 1;
+    if (key.len >= n && memcmp(key.data, reserved, n) == 0) {
+        return 1;
+    }
+    /* A prefix shorter than "/cluster/" that it starts with covers it. */
+    return prefix && key.len < n &&
+           (key.len == 0 || memcmp(key.data, reserved, key.len) == 0);
+}
+
+static int op_touches_reserved(const struct cd_op *op)
+{
+    switch (op->type) {
+        case CD_OP_PUT:
+        case CD_OP_DELETE:
+            return reserved_key(op->key, 0);
+        case CD_OP_DELETE_PREFIX:
+            return reserved_key(op->key, 1);
+        case CD_OP_TXN:
+            for (size_t i = 0; i < op->n_then; i++) {
+                if (op_touches_reserved(&op->then_ops[i])) {
+                    return 1;
+                }
+            }
+            for (size_t i = 0; i < op->n_else; i++) {
+                if (op_touches_reserved(&op->else_ops[i])) {
+                    return 1;
+                }
+            }
+            return 0;
+        default:
+            return 0;
+    }
+}
+
 /* --- dispatch ------------------------------------------------------------ */
 
 static void dispatch(struct conn *c, struct cd_msg *msg)
@@ -1276,6 +1318,10 @@ static void dispatch(struct conn *c, struct cd_msg *msg)
     }
     switch (msg->type) {
         case CD_MSG_WRITE:
+            if (op_touches_reserved(&msg->u.write.op)) {
+                send_error(c, msg->request_id, -EPERM);
+                break;
+            }
             if (s->lead != LEAD_READY) {
                 send_error(c, msg->request_id, CD_ENOTLEADER);
                 break;

@@ -26,7 +26,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <netinet/in.h>
 #include <sys/file.h>
+#include <sys/socket.h>
 #include <sys/random.h>
 #include <sys/stat.h>
 #include <time.h>
@@ -342,6 +344,42 @@ static int open_store(struct server *s)
     return rc;
 }
 
+/*
+ * libraft fails to listen with an empty message (an address in use, a
+ * name that does not resolve to IPv4): try the address ourselves first so
+ * that the operator reads what is wrong.
+ */
+static int check_raft_address(struct server *s)
+{
+    char host[64];
+    const char *colon = strrchr(s->cfg.raft_addr, ':');
+    struct sockaddr_in sa;
+    if (colon == NULL || (size_t)(colon - s->cfg.raft_addr) >= sizeof host) {
+        return CD_ECONFIG;
+    }
+    memcpy(host, s->cfg.raft_addr, (size_t)(colon - s->cfg.raft_addr));
+    host[colon - s->cfg.raft_addr] = '\0';
+    if (uv_ip4_addr(host, atoi(colon + 1), &sa) != 0) {
+        log_error("server", "raft_address %s: not an IPv4 address "
+                            "(libraft needs one)",
+                  s->cfg.raft_addr);
+        return CD_ECONFIG;
+    }
+    int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    int one = 1;
+    if (fd < 0) {
+        return -errno;
+    }
+    setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+    int rc = bind(fd, (struct sockaddr *)&sa, sizeof sa) == 0 ? 0 : -errno;
+    close(fd);
+    if (rc != 0) {
+        log_error("server", "cannot listen on raft_address %s: %s",
+                  s->cfg.raft_addr, strerror(-rc));
+    }
+    return rc;
+}
+
 static int start_raft(struct server *s, int bootstrap)
 {
     char dir[300];
@@ -498,7 +536,8 @@ int server_start(struct server *s)
     s->fsm.fatal = fsm_fatal;
     s->fsm.arg = s;
 
-    if ((rc = start_raft(s, bootstrap)) != 0) {
+    if ((rc = check_raft_address(s)) != 0 ||
+        (rc = start_raft(s, bootstrap)) != 0) {
         return rc;
     }
     uv_prepare_init(s->loop, &s->prepare);

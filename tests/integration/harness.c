@@ -4,12 +4,15 @@
 #include "harness.h"
 
 #include <errno.h>
+#include <arpa/inet.h>
 #include <fcntl.h>
+#include <netinet/in.h>
 #include <limits.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <time.h>
@@ -29,6 +32,44 @@ static void sleep_ms(unsigned ms)
 {
     struct timespec ts = {ms / 1000, (long)(ms % 1000) * 1000000};
     nanosleep(&ts, NULL);
+}
+
+/* Is 127.0.0.1:port free to listen on right now? */
+static int port_free(int port)
+{
+    struct sockaddr_in sa = {.sin_family = AF_INET,
+                             .sin_port = htons((uint16_t)port),
+                             .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    int one = 1;
+    if (fd < 0) {
+        return 0;
+    }
+    setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+    int ok = bind(fd, (struct sockaddr *)&sa, sizeof sa) == 0;
+    close(fd);
+    return ok;
+}
+
+/*
+ * A block of 200 ports (raft base+1.., API base+101..) that is free now,
+ * chosen at random in 20000..59999 so that concurrent runs (two checkouts,
+ * a benchmark) rarely meet, and checked so that a meeting is noticed.
+ */
+static int pick_ports(void)
+{
+    unsigned seed = (unsigned)getpid() ^ (unsigned)now_ms();
+    for (int attempt = 0; attempt < 50; attempt++) {
+        int base = 20000 + (int)(rand_r(&seed) % 200) * 200;
+        int ok = 1;
+        for (int i = 1; i <= HARNESS_MAX_NODES && ok; i++) {
+            ok = port_free(base + i) && port_free(base + 100 + i);
+        }
+        if (ok) {
+            return base;
+        }
+    }
+    return -1;
 }
 
 int harness_init(struct harness *h, int n, const char *const *extra)
@@ -52,8 +93,10 @@ int harness_init(struct harness *h, int n, const char *const *extra)
         fprintf(stderr, "harness: no clusterd at %s\n", h->bin);
         return -ENOENT;
     }
-    /* Ports 20000..59999, apart by the pid: parallel runs do not meet. */
-    h->port = 20000 + (int)(getpid() % 200) * 200;
+    h->port = pick_ports();
+    if (h->port < 0) {
+        return -EADDRINUSE;
+    }
     h->n = n;
     for (int i = 0; i < n; i++) {
         struct hnode *d = &h->node[i];

@@ -234,6 +234,11 @@ static void test_catch_up_by_snapshot(void **state)
         snprintf(key, sizeof key, "/snap/%04d", i);
         check_rc(cd_client_put(c, key, strlen(key), "x", 1, NULL), 0);
     }
+    /* clusterd's own records cannot be written or swept by clients. */
+    check_rc(cd_client_put(c, "/cluster/id", 11, "x", 1, NULL), -EPERM);
+    check_rc(cd_client_delete(c, "/", 1, 1, NULL), -EPERM);
+    check_rc(cd_client_delete(c, "", 0, 1, NULL), -EPERM);
+    check_rc(cd_client_delete(c, "/snap/", 6, 1, NULL), 0);
     cd_client_close(c);
     check_rc(harness_start(h, victim, H_RESTART, 0), 0);
     assert_same_stores(h);
