@@ -26,12 +26,13 @@
 #include "../lib/log.h"
 #include "server_int.h"
 
-#define WATCH_PAGE 1000                    /* changes per frame, at most */
-#define WATCH_BACKLOG ((size_t)8 << 20)    /* pause a watch above this */
+#define WATCH_PAGE 1000                 /* changes per frame, at most */
+#define WATCH_BACKLOG ((size_t)8 << 20) /* pause a watch above this */
 #define SNAPSHOT_CHUNK ((size_t)1 << 20)
 #define TICK_MS 250
 
-struct watch {
+struct watch
+{
     uint64_t request_id;
     uint64_t next;   /* deliver changes after this revision */
     uint8_t *prefix; /* owned; NULL: every key */
@@ -39,7 +40,8 @@ struct watch {
     struct watch *next_watch;
 };
 
-struct conn {
+struct conn
+{
     uv_tcp_t tcp;
     struct server *s;
     struct codec_reader reader;
@@ -50,12 +52,14 @@ struct conn {
     struct conn *prev, *next;
 };
 
-struct pending_write {
+struct pending_write
+{
     struct conn *conn;
     struct cd_msg msg; /* the decoded request; its op is proposed */
 };
 
-struct proposal {
+struct proposal
+{
     struct raft_apply req;
     struct server *s;
     size_t n;
@@ -64,7 +68,8 @@ struct proposal {
     struct proposal *next;
 };
 
-struct read_batch {
+struct read_batch
+{
     struct raft_barrier req;
     struct server *s;
     size_t n, cap;
@@ -76,7 +81,8 @@ static void conn_close(struct conn *c);
 
 /* --- sending ------------------------------------------------------------- */
 
-struct send_req {
+struct send_req
+{
     uv_write_t w;
     struct conn *c;
     uint8_t *frame;
@@ -165,8 +171,7 @@ static void apply_cb(struct raft_apply *req, int status, void *result)
     struct proposal *p = req->data;
     struct server *s = p->s;
     (void)result;
-    for (struct proposal **pp = &s->inflight; *pp != NULL;
-         pp = &(*pp)->next) {
+    for (struct proposal **pp = &s->inflight; *pp != NULL; pp = &(*pp)->next) {
         if (*pp == p) {
             *pp = p->next;
             break;
@@ -178,8 +183,9 @@ static void apply_cb(struct raft_apply *req, int status, void *result)
         c->refs--;
         if (status != 0) {
             send_error(c, w->msg.request_id,
-                       status == RAFT_LEADERSHIPLOST ? CD_ELEADERLOST
-                                                     : server__raft_err(status));
+                       status == RAFT_LEADERSHIPLOST
+                           ? CD_ELEADERLOST
+                           : server__raft_err(status));
         } else if (p->results[i].status != 0) {
             send_error(c, w->msg.request_id, p->results[i].status);
         } else {
@@ -202,8 +208,7 @@ static void apply_cb(struct raft_apply *req, int status, void *result)
     free(p);
 }
 
-struct cd_result *server__results_for(void *arg, uint64_t index,
-                                      size_t n_ops)
+struct cd_result *server__results_for(void *arg, uint64_t index, size_t n_ops)
 {
     struct server *s = arg;
     for (struct proposal *p = s->inflight; p != NULL; p = p->next) {
@@ -270,8 +275,11 @@ static void flush_writes(struct server *s)
         free(p);
         return;
     }
+    /* results and items now belong to p, which belongs to s->inflight
+     * until apply_cb frees them (cppcheck does not follow the list). */
     p->next = s->inflight;
     s->inflight = p;
+    // cppcheck-suppress memleak
 }
 
 static int queue_write(struct server *s, struct conn *c, struct cd_msg *msg)
@@ -297,7 +305,8 @@ static int queue_write(struct server *s, struct conn *c, struct cd_msg *msg)
 
 /* --- reads --------------------------------------------------------------- */
 
-struct range_acc {
+struct range_acc
+{
     struct cd_kv *kvs;
     size_t n, cap;
     int keys_only;
@@ -326,7 +335,8 @@ static int range_collect(void *arg, const struct store_kv *kv)
 }
 
 /* Answer a GET or RANGE from the local store. */
-static void serve_read(struct conn *c, const struct cd_msg *req,
+static void serve_read(struct conn *c,
+                       const struct cd_msg *req,
                        int serializable)
 {
     struct server *s = c->s;
@@ -410,9 +420,8 @@ static void flush_reads(struct server *s)
         return;
     }
     s->reads = NULL;
-    int rv = s->lead == LEAD_READY
-                 ? raft_barrier(&s->raft, &b->req, barrier_cb)
-                 : RAFT_NOTLEADER;
+    int rv = s->lead == LEAD_READY ? raft_barrier(&s->raft, &b->req, barrier_cb)
+                                   : RAFT_NOTLEADER;
     if (rv != 0) {
         barrier_cb(&b->req, rv == RAFT_NOTLEADER ? RAFT_LEADERSHIPLOST : rv);
     }
@@ -448,7 +457,8 @@ static int queue_read(struct server *s, struct conn *c, struct cd_msg *msg)
 
 /* --- watches ------------------------------------------------------------- */
 
-struct watch_acc {
+struct watch_acc
+{
     struct cd_event *events;
     size_t n, cap;
     const uint8_t *prefix;
@@ -674,9 +684,9 @@ static void send_status(struct conn *c, uint64_t request_id)
     m.u.status_resp.revision = s->fsm.revision;
     m.u.status_resp.applied_index = raft_last_applied(&s->raft);
     m.u.status_resp.commit_index = raft_commit_index(&s->raft);
-    m.u.status_resp.state =
-        s->lead == LEAD_READY ? "leader"
-                              : raft_state_name(raft_state(&s->raft));
+    m.u.status_resp.state = s->lead == LEAD_READY
+                                ? "leader"
+                                : raft_state_name(raft_state(&s->raft));
     m.u.status_resp.version = "clusterd 0.1";
     conn_send(c, &m);
 }
@@ -698,7 +708,7 @@ static void send_members(struct conn *c, uint64_t request_id)
     struct server *s = c->s;
     const struct raft_configuration *conf = &s->raft.configuration;
     struct cd_member *ms = calloc(conf->n ? conf->n : 1, sizeof *ms);
-    char (*apis)[64] = calloc(conf->n ? conf->n : 1, 64);
+    char(*apis)[64] = calloc(conf->n ? conf->n : 1, 64);
     raft_id leader;
     const char *addr;
     if (ms == NULL || apis == NULL) {
@@ -758,8 +768,8 @@ static int token_valid(struct server *s, const char *token)
     int ok = 0;
     if (store_read_get(r, key, strlen(key), &kv) == 0) {
         char buf[32];
-        size_t n = kv.value_len < sizeof buf - 1 ? kv.value_len
-                                                 : sizeof buf - 1;
+        size_t n =
+            kv.value_len < sizeof buf - 1 ? kv.value_len : sizeof buf - 1;
         memcpy(buf, kv.value, n);
         buf[n] = '\0';
         ok = strtoull(buf, NULL, 10) > server__wall_ms();
@@ -769,7 +779,8 @@ static int token_valid(struct server *s, const char *token)
 }
 
 /* Propose one internal write (not tied to a client connection). */
-struct internal_write {
+struct internal_write
+{
     struct raft_apply req;
     char key[128];
     char value[128];
@@ -804,8 +815,9 @@ static void internal_cb(struct raft_apply *req, int status, void *result)
         c->refs--;
         if (status != 0) {
             send_error(c, w->request_id,
-                       status == RAFT_LEADERSHIPLOST ? CD_ELEADERLOST
-                                                     : server__raft_err(status));
+                       status == RAFT_LEADERSHIPLOST
+                           ? CD_ELEADERLOST
+                           : server__raft_err(status));
         } else {
             struct cd_msg m;
             memset(&m, 0, sizeof m);
@@ -822,8 +834,10 @@ static void internal_cb(struct raft_apply *req, int status, void *result)
     free(w);
 }
 
-static int propose_put_for(struct server *s, const char *key,
-                           const char *value, struct internal_write **out);
+static int propose_put_for(struct server *s,
+                           const char *key,
+                           const char *value,
+                           struct internal_write **out);
 
 static int propose_put(struct server *s, const char *key, const char *value)
 {
@@ -832,8 +846,10 @@ static int propose_put(struct server *s, const char *key, const char *value)
 
 /* Propose key = value; with out, the caller may fill in who to answer
  * before the loop turns (the callback cannot have run yet). */
-static int propose_put_for(struct server *s, const char *key,
-                           const char *value, struct internal_write **out)
+static int propose_put_for(struct server *s,
+                           const char *key,
+                           const char *value,
+                           struct internal_write **out)
 {
     struct internal_write *w = calloc(1, sizeof *w);
     struct raft_buffer rb;
@@ -906,8 +922,8 @@ static uint64_t last_id(struct server *s)
     if (store_read_begin(s->store, &r) == 0) {
         if (store_read_get(r, "/cluster/last_id", 16, &kv) == 0) {
             char buf[24];
-            size_t n = kv.value_len < sizeof buf - 1 ? kv.value_len
-                                                     : sizeof buf - 1;
+            size_t n =
+                kv.value_len < sizeof buf - 1 ? kv.value_len : sizeof buf - 1;
             memcpy(buf, kv.value, n);
             buf[n] = '\0';
             id = strtoull(buf, NULL, 10);
@@ -970,7 +986,8 @@ static int removal_safe(struct server *s, uint64_t id)
     return 0;
 }
 
-struct leave_req {
+struct leave_req
+{
     struct raft_transfer req;
     struct conn *c;
     uint64_t request_id;
@@ -1059,8 +1076,7 @@ static void member_change(struct conn *c, struct cd_msg *req)
                      req->u.member_change.api_address != NULL
                          ? req->u.member_change.api_address
                          : "");
-            rv = raft_add(&s->raft, &s->change, s->change_id, addr,
-                          change_cb);
+            rv = raft_add(&s->raft, &s->change, s->change_id, addr, change_cb);
             break;
         }
         case CD_MEMBER_REMOVE:
@@ -1080,20 +1096,20 @@ static void member_change(struct conn *c, struct cd_msg *req)
             break;
         case CD_MEMBER_ASSIGN:
             s->change_id = req->u.member_change.id;
-            rv = raft_assign(&s->raft, &s->change, s->change_id,
-                             raft_role_of(req->u.member_change.role),
-                             change_cb);
+            rv =
+                raft_assign(&s->raft, &s->change, s->change_id,
+                            raft_role_of(req->u.member_change.role), change_cb);
             break;
         default:
             send_error(c, req->request_id, CD_EBADOP);
             return;
     }
     if (rv != 0) {
-        log_warn("api", "membership change refused: %s",
-                 raft_errmsg(&s->raft));
+        log_warn("api", "membership change refused: %s", raft_errmsg(&s->raft));
         send_error(c, req->request_id,
-                   rv == RAFT_BADID || rv == RAFT_NOTFOUND ? CD_ENOTFOUND
-                                                           : server__raft_err(rv));
+                   rv == RAFT_BADID || rv == RAFT_NOTFOUND
+                       ? CD_ENOTFOUND
+                       : server__raft_err(rv));
         return;
     }
     s->change_busy = 1;
@@ -1101,7 +1117,8 @@ static void member_change(struct conn *c, struct cd_msg *req)
     c->refs++;
 }
 
-struct transfer_req {
+struct transfer_req
+{
     struct raft_transfer req;
     struct conn *c;
     uint64_t request_id;
@@ -1147,8 +1164,9 @@ static void leader_transfer(struct conn *c, struct cd_msg *req)
     if (rv != 0) {
         free(t);
         send_error(c, req->request_id,
-                   rv == RAFT_BADID || rv == RAFT_NOTFOUND ? CD_ENOTFOUND
-                                                           : server__raft_err(rv));
+                   rv == RAFT_BADID || rv == RAFT_NOTFOUND
+                       ? CD_ENOTFOUND
+                       : server__raft_err(rv));
         return;
     }
     c->refs++;
@@ -1173,7 +1191,7 @@ static int new_token(char *out, size_t len)
 static void first_token(struct server *s)
 {
     char token[40], key[128], value[32];
-    struct internal_write *w;
+    struct internal_write *w = NULL;
     if (new_token(token, sizeof token) != 0) {
         log_warn("api", "could not create the first join token");
         return;
@@ -1181,7 +1199,7 @@ static void first_token(struct server *s)
     token_key(token, key, sizeof key);
     snprintf(value, sizeof value, "%" PRIu64,
              server__wall_ms() + (uint64_t)86400 * 1000);
-    if (propose_put_for(s, key, value, &w) != 0) {
+    if (propose_put_for(s, key, value, &w) != 0 || w == NULL) {
         log_warn("api", "could not propose the first join token");
         return;
     }
@@ -1194,7 +1212,7 @@ static void create_token(struct conn *c, const struct cd_msg *req)
 {
     struct server *s = c->s;
     char token[40], key[128], value[32];
-    struct internal_write *w;
+    struct internal_write *w = NULL;
     if (s->lead != LEAD_READY) {
         send_error(c, req->request_id, CD_ENOTLEADER);
         return;
@@ -1207,8 +1225,8 @@ static void create_token(struct conn *c, const struct cd_msg *req)
         snprintf(value, sizeof value, "%" PRIu64, expires);
         rc = propose_put_for(s, key, value, &w);
     }
-    if (rc != 0) {
-        send_error(c, req->request_id, rc);
+    if (rc != 0 || w == NULL) {
+        send_error(c, req->request_id, rc != 0 ? rc : -ENOMEM);
         return;
     }
     w->conn = c;
@@ -1445,8 +1463,8 @@ static void read_cb(uv_stream_t *stream, ssize_t nread, const uv_buf_t *buf)
         size_t used;
         const uint8_t *payload;
         size_t plen;
-        int rc = codec_reader_feed(&c->reader, data, left, &used, &payload,
-                                   &plen);
+        int rc =
+            codec_reader_feed(&c->reader, data, left, &used, &payload, &plen);
         data += used;
         left -= used;
         if (rc == CD_EFRAMETOOBIG || rc < 0) {
@@ -1520,8 +1538,8 @@ static unsigned voter_target(struct server *s)
     if (store_read_begin(s->store, &r) == 0) {
         if (store_read_get(r, "/cluster/voters", 15, &kv) == 0) {
             char buf[16];
-            size_t n = kv.value_len < sizeof buf - 1 ? kv.value_len
-                                                     : sizeof buf - 1;
+            size_t n =
+                kv.value_len < sizeof buf - 1 ? kv.value_len : sizeof buf - 1;
             memcpy(buf, kv.value, n);
             buf[n] = '\0';
             unsigned long v = strtoul(buf, NULL, 10);
@@ -1585,8 +1603,7 @@ static struct member_health *health_of(struct server *s, uint64_t id)
             return &s->health[i];
         }
     }
-    struct member_health *h =
-        realloc(s->health, (s->n_health + 1) * sizeof *h);
+    struct member_health *h = realloc(s->health, (s->n_health + 1) * sizeof *h);
     if (h == NULL) {
         return NULL;
     }
@@ -1691,16 +1708,17 @@ static void replace_failed_voter(struct server *s)
     s->change_action = CD_MEMBER_ASSIGN;
     s->change_id = dead;
     s->change_conn = NULL;
-    if (raft_assign(&s->raft, &s->change, dead, RAFT_STANDBY, change_cb) ==
-        0) {
+    if (raft_assign(&s->raft, &s->change, dead, RAFT_STANDBY, change_cb) == 0) {
         s->change_busy = 1;
-        log_warn("api", "voter %llu unreachable for over %u ms: demoted to "
-                        "standby; a live standby takes its place",
+        log_warn("api",
+                 "voter %llu unreachable for over %u ms: demoted to "
+                 "standby; a live standby takes its place",
                  (unsigned long long)dead, s->cfg.failure_timeout_ms);
     }
 }
 
-struct prune_acc {
+struct prune_acc
+{
     const struct raft_configuration *conf;
     char key[64];
     int found;
@@ -1799,7 +1817,11 @@ static int parse_addr(const char *addr, struct sockaddr_in *sa)
     }
     memcpy(host, addr, (size_t)(colon - addr));
     host[colon - addr] = '\0';
-    return uv_ip4_addr(host, atoi(colon + 1), sa) == 0 ? 0 : CD_ECONFIG;
+    unsigned long port = strtoul(colon + 1, NULL, 10);
+    if (port == 0 || port > 65535) {
+        return CD_ECONFIG;
+    }
+    return uv_ip4_addr(host, (int)port, sa) == 0 ? 0 : CD_ECONFIG;
 }
 
 int server__api_start(struct server *s)
@@ -1839,8 +1861,8 @@ void server__api_close(struct server *s)
 {
     /* Close what api_start got to initialise (a handle's loop is set by
      * its init; the server struct starts zeroed). */
-    uv_handle_t *hs[] = {(uv_handle_t *)&s->listener,
-                         (uv_handle_t *)&s->check, (uv_handle_t *)&s->tick};
+    uv_handle_t *hs[] = {(uv_handle_t *)&s->listener, (uv_handle_t *)&s->check,
+                         (uv_handle_t *)&s->tick};
     for (size_t i = 0; i < sizeof hs / sizeof hs[0]; i++) {
         if (hs[i]->loop != NULL && !uv_is_closing(hs[i])) {
             s->handles_open++;

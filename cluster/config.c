@@ -33,7 +33,8 @@ static int bad(char *err, size_t errlen, const char *key, const char *why)
     return CD_ECONFIG;
 }
 
-static int parse_uint(const char *v, unsigned long long max,
+static int parse_uint(const char *v,
+                      unsigned long long max,
                       unsigned long long *out)
 {
     char *end;
@@ -63,26 +64,29 @@ static int check_addr(const char *v)
     return 0;
 }
 
-#define COPY(field)                                                       \
-    do {                                                                  \
-        if (strlen(value) >= sizeof c->field) {                           \
-            return bad(err, errlen, key, "too long");                     \
-        }                                                                 \
-        snprintf(c->field, sizeof c->field, "%s", value);                 \
+#define COPY(field)                                       \
+    do {                                                  \
+        if (strlen(value) >= sizeof c->field) {           \
+            return bad(err, errlen, key, "too long");     \
+        }                                                 \
+        snprintf(c->field, sizeof c->field, "%s", value); \
     } while (0)
 
-#define UINT(field, lo, hi)                                               \
-    do {                                                                  \
-        unsigned long long n_;                                            \
-        if (parse_uint(value, (hi), &n_) != 0 || n_ + 1 < (lo) + 1ULL) {             \
-            return bad(err, errlen, key, "expected a number in " #lo      \
-                                         ".." #hi);                       \
-        }                                                                 \
-        c->field = n_;                                                    \
+#define UINT(field, lo, hi)                                              \
+    do {                                                                 \
+        unsigned long long n_;                                           \
+        if (parse_uint(value, (hi), &n_) != 0 || n_ + 1 < (lo) + 1ULL) { \
+            return bad(err, errlen, key,                                 \
+                       "expected a number in " #lo ".." #hi);            \
+        }                                                                \
+        c->field = n_;                                                   \
     } while (0)
 
-int config_set(struct cd_config *c, const char *key, const char *value,
-               char *err, size_t errlen)
+int config_set(struct cd_config *c,
+               const char *key,
+               const char *value,
+               char *err,
+               size_t errlen)
 {
     if (strcmp(key, "data_dir") == 0) {
         COPY(data_dir);
@@ -153,8 +157,7 @@ static char *trim(char *s)
     return s;
 }
 
-int config_load(struct cd_config *c, const char *path, char *err,
-                size_t errlen)
+int config_load(struct cd_config *c, const char *path, char *err, size_t errlen)
 {
     FILE *f = fopen(path, "r");
     char line[1024];
@@ -177,8 +180,7 @@ int config_load(struct cd_config *c, const char *path, char *err,
         char *eq = strchr(s, '=');
         if (eq == NULL) {
             fclose(f);
-            snprintf(err, errlen, "%s:%d: expected key = value", path,
-                     lineno);
+            snprintf(err, errlen, "%s:%d: expected key = value", path, lineno);
             return CD_ECONFIG;
         }
         *eq = '\0';

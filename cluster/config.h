@@ -16,7 +16,8 @@
 
 #include "../lib/log.h"
 
-struct cd_config {
+struct cd_config
+{
     char data_dir[256];
     char raft_addr[64]; /* this node's Raft address, "a.b.c.d:port" */
     char api_addr[64];  /* this node's API address, "a.b.c.d:port" */
@@ -43,12 +44,17 @@ struct cd_config {
 void config_defaults(struct cd_config *c);
 
 /* Set one key; on error, err (size errlen) says why.  CD_ECONFIG. */
-int config_set(struct cd_config *c, const char *key, const char *value,
-               char *err, size_t errlen);
+int config_set(struct cd_config *c,
+               const char *key,
+               const char *value,
+               char *err,
+               size_t errlen);
 
 /* Read a file of "key = value" lines ('#' comments).  CD_ECONFIG with
  * "file:line: why" in err, or -errno if it cannot be read. */
-int config_load(struct cd_config *c, const char *path, char *err,
+int config_load(struct cd_config *c,
+                const char *path,
+                char *err,
                 size_t errlen);
 
 /* Apply the profile's timing (unless set explicitly) and check the whole:

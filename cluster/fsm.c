@@ -18,7 +18,8 @@
 #define FSM_SNAP_MAGIC "CDFSM001"
 #define FSM_SNAP_HEADER 24 /* magic(8) applied_index(8) revision(8) */
 
-static int fsm_apply(struct raft_fsm *rf, const struct raft_buffer *buf,
+static int fsm_apply(struct raft_fsm *rf,
+                     const struct raft_buffer *buf,
                      void **result)
 {
     struct fsm *f = rf->data;
@@ -96,8 +97,8 @@ static int slurp(int fd, size_t head, struct raft_buffer *out)
     }
     size_t got = 0;
     while (got < (size_t)st.st_size) {
-        ssize_t r = pread(fd, p + head + got, (size_t)st.st_size - got,
-                          (off_t)got);
+        ssize_t r =
+            pread(fd, p + head + got, (size_t)st.st_size - got, (off_t)got);
         if (r <= 0) {
             raft_free(p);
             return r < 0 ? -errno : CD_ETRUNCATED;
@@ -109,7 +110,8 @@ static int slurp(int fd, size_t head, struct raft_buffer *out)
     return 0;
 }
 
-static int fsm_snapshot(struct raft_fsm *rf, struct raft_buffer *bufs[],
+static int fsm_snapshot(struct raft_fsm *rf,
+                        struct raft_buffer *bufs[],
                         unsigned *n_bufs)
 {
     struct fsm *f = rf->data;
@@ -141,7 +143,7 @@ static int fsm_snapshot(struct raft_fsm *rf, struct raft_buffer *bufs[],
         return rc == -ENOMEM ? RAFT_NOMEM : RAFT_IOERR;
     }
     uint8_t *h = b->base;
-    memcpy(h, FSM_SNAP_MAGIC, 8);
+    memcpy(h, FSM_SNAP_MAGIC, 8); /* NOLINT: 8 bytes, not a C string */
     record_put_be64(h + 8, m.applied_index);
     record_put_be64(h + 16, m.revision);
     *bufs = b;
@@ -155,7 +157,7 @@ static int fsm_snapshot(struct raft_fsm *rf, struct raft_buffer *bufs[],
 static int fsm_restore(struct raft_fsm *rf, struct raft_buffer *buf)
 {
     struct fsm *f = rf->data;
-    struct store_read *r;
+    struct store_read *r = NULL;
     struct store_meta m;
     const uint8_t *h = buf->base;
     int rc;
@@ -165,12 +167,14 @@ static int fsm_restore(struct raft_fsm *rf, struct raft_buffer *buf)
         return RAFT_MALFORMED;
     }
     uint64_t index = record_get_be64(h + 8);
-    if ((rc = store_read_begin(f->store, &r)) != 0 ||
-        (rc = store_read_meta(r, &m)) != 0) {
-        store_read_end(r);
-        return RAFT_IOERR;
+    rc = store_read_begin(f->store, &r);
+    if (rc == 0) {
+        rc = store_read_meta(r, &m);
     }
     store_read_end(r);
+    if (rc != 0) {
+        return RAFT_IOERR;
+    }
     if (m.applied_index >= index) {
         /* The store already holds this state and more (the usual case at
          * start: raft restores its last snapshot, the store is ahead). */
@@ -216,7 +220,8 @@ static int fsm_restore(struct raft_fsm *rf, struct raft_buffer *buf)
     return 0;
 }
 
-int fsm_encode_entry(const struct cd_batch *b, uint64_t cluster_id,
+int fsm_encode_entry(const struct cd_batch *b,
+                     uint64_t cluster_id,
                      struct raft_buffer *out)
 {
     uint8_t *cmd;

@@ -31,13 +31,13 @@
 #include "../lib/ops.h"
 #include "../storage/store.h"
 
-struct fsm {
+struct fsm
+{
     struct raft_fsm raft_fsm; /* handed to raft_init(); data = this */
     struct raft *raft;        /* set before raft_start() */
     struct store *store;      /* borrowed */
     /* Where the results of the entry at index go; NULL: nowhere. */
-    struct cd_result *(*results_for)(void *arg, uint64_t index,
-                                     size_t n_ops);
+    struct cd_result *(*results_for)(void *arg, uint64_t index, size_t n_ops);
     /* After each applied entry (also skipped ones: revision unchanged). */
     void (*applied)(void *arg, uint64_t index, uint64_t revision);
     /* The store failed as a whole (disk error, corruption): fail safe. */
@@ -55,7 +55,8 @@ struct fsm {
  * multiple of 8 bytes (libraft's uv backend refuses other lengths, and a
  * protobuf cannot carry trailing zeros).  Errors as codec_command_encode.
  */
-int fsm_encode_entry(const struct cd_batch *b, uint64_t cluster_id,
+int fsm_encode_entry(const struct cd_batch *b,
+                     uint64_t cluster_id,
                      struct raft_buffer *out);
 
 /*

@@ -107,8 +107,8 @@ const char *server__leader_api(struct server *s)
         return NULL;
     }
     if (id != s->leader_api_id) {
-        if (server__member_api(s, id, s->leader_api,
-                               sizeof s->leader_api) != 0) {
+        if (server__member_api(s, id, s->leader_api, sizeof s->leader_api) !=
+            0) {
             return NULL;
         }
         s->leader_api_id = id;
@@ -125,8 +125,8 @@ static void fsm_fatal(void *arg, int err)
      * serving on would be wrong, and libraft would not step down by
      * itself.  Exit at once; the supervisor restarts the node, which
      * replays the log, or stays down for an operator. */
-    log_error("server", "fatal store error: %s (%s); exiting",
-              cd_strerror(err), cd_errname(err));
+    log_error("server", "fatal store error: %s (%s); exiting", cd_strerror(err),
+              cd_errname(err));
     s->failed = 1;
     _exit(70);
 }
@@ -143,8 +143,7 @@ static void lead_barrier_cb(struct raft_barrier *req, int status)
     }
     s->lead = LEAD_READY;
     log_info("server", "leader ready (term %llu, revision %" PRIu64 ")",
-             (unsigned long long)raft_current_term(&s->raft),
-             s->fsm.revision);
+             (unsigned long long)raft_current_term(&s->raft), s->fsm.revision);
     server__on_ready(s);
 }
 
@@ -163,8 +162,7 @@ static void lead_transition(struct server *s)
         s->lead = LEAD_LEADING;
         if (!s->lead_barrier_busy) {
             s->lead_barrier.data = s;
-            int rv = raft_barrier(&s->raft, &s->lead_barrier,
-                                  lead_barrier_cb);
+            int rv = raft_barrier(&s->raft, &s->lead_barrier, lead_barrier_cb);
             if (rv == 0) {
                 s->lead_barrier_busy = 1;
             } else {
@@ -193,10 +191,17 @@ static int read_identity(struct server *s)
     if (f == NULL) {
         return errno == ENOENT ? CD_ENOTFOUND : -errno;
     }
-    unsigned long long id = 0, cid = 0;
-    int n = fscanf(f, "id=%llu\ncluster_id=%llx\n", &id, &cid);
+    char line1[64] = "", line2[64] = "";
+    int n = fgets(line1, sizeof line1, f) != NULL &&
+            fgets(line2, sizeof line2, f) != NULL;
     fclose(f);
-    if (n != 2 || id == 0 || cid == 0) {
+    unsigned long long id = 0, cid = 0;
+    if (n && strncmp(line1, "id=", 3) == 0 &&
+        strncmp(line2, "cluster_id=", 11) == 0) {
+        id = strtoull(line1 + 3, NULL, 10);
+        cid = strtoull(line2 + 11, NULL, 16);
+    }
+    if (id == 0 || cid == 0) {
         log_error("server", "%s is damaged", path);
         return CD_ECORRUPT;
     }
@@ -215,9 +220,9 @@ static int write_identity(struct server *s)
         return -errno;
     }
     char buf[128];
-    int len = snprintf(buf, sizeof buf, "id=%" PRIu64 "\ncluster_id=%016" PRIx64
-                       "\n",
-                       s->id, s->cluster_id);
+    int len =
+        snprintf(buf, sizeof buf, "id=%" PRIu64 "\ncluster_id=%016" PRIx64 "\n",
+                 s->id, s->cluster_id);
     if (write(fd, buf, (size_t)len) != len || fsync(fd) != 0) {
         int e = -errno;
         close(fd);
@@ -313,7 +318,8 @@ static int join_cluster(struct server *s)
 
 /* --- start / stop -------------------------------------------------------- */
 
-int server_init(struct server **out, uv_loop_t *loop,
+int server_init(struct server **out,
+                uv_loop_t *loop,
                 const struct cd_config *cfg)
 {
     struct server *s = calloc(1, sizeof *s);
@@ -359,9 +365,11 @@ static int check_raft_address(struct server *s)
     }
     memcpy(host, s->cfg.raft_addr, (size_t)(colon - s->cfg.raft_addr));
     host[colon - s->cfg.raft_addr] = '\0';
-    if (uv_ip4_addr(host, atoi(colon + 1), &sa) != 0) {
-        log_error("server", "raft_address %s: not an IPv4 address "
-                            "(libraft needs one)",
+    unsigned long port = strtoul(colon + 1, NULL, 10);
+    if (port == 0 || port > 65535 || uv_ip4_addr(host, (int)port, &sa) != 0) {
+        log_error("server",
+                  "raft_address %s: not an IPv4 address "
+                  "(libraft needs one)",
                   s->cfg.raft_addr);
         return CD_ECONFIG;
     }
@@ -391,17 +399,19 @@ static int start_raft(struct server *s, int bootstrap)
     /* The transport refuses to start with version 0 ("Invalid version"). */
     s->transport.version = 1;
     s->transport.data = s;
-    if ((rv = raft_uv_tcp_init(&s->transport, s->loop)) != 0) {
+    rv = raft_uv_tcp_init(&s->transport, s->loop);
+    if (rv != 0) {
         log_error("server", "raft transport: %s", raft_strerror(rv));
         return CD_ERAFT;
     }
-    if ((rv = raft_uv_init(&s->io, s->loop, dir, &s->transport)) != 0) {
+    rv = raft_uv_init(&s->io, s->loop, dir, &s->transport);
+    if (rv != 0) {
         log_error("server", "raft io: %s", s->io.errmsg);
         raft_uv_tcp_close(&s->transport);
         return CD_ERAFT;
     }
-    if ((rv = raft_init(&s->raft, &s->io, &s->fsm.raft_fsm, s->id,
-                        s->cfg.raft_addr)) != 0) {
+    rv = raft_init(&s->raft, &s->io, &s->fsm.raft_fsm, s->id, s->cfg.raft_addr);
+    if (rv != 0) {
         log_error("server", "raft init: %s", raft_errmsg(&s->raft));
         raft_uv_close(&s->io);
         raft_uv_tcp_close(&s->transport);
@@ -426,27 +436,25 @@ static int start_raft(struct server *s, int bootstrap)
          */
         struct raft_configuration conf;
         raft_configuration_init(&conf);
-        rv = raft_configuration_add(&conf, s->id, s->cfg.raft_addr,
-                                    RAFT_VOTER);
+        rv = raft_configuration_add(&conf, s->id, s->cfg.raft_addr, RAFT_VOTER);
         if (rv == 0) {
             rv = raft_recover(&s->raft, &conf);
         }
         raft_configuration_close(&conf);
         if (rv != 0) {
-            log_error("server", "force-new-cluster: %s",
-                      raft_errmsg(&s->raft));
+            log_error("server", "force-new-cluster: %s", raft_errmsg(&s->raft));
             return CD_ERAFT;
         }
-        log_warn("server", "force-new-cluster: node %" PRIu64
-                           " is now the only voter; other parents must "
-                           "rejoin with a wiped data directory",
+        log_warn("server",
+                 "force-new-cluster: node %" PRIu64
+                 " is now the only voter; other parents must "
+                 "rejoin with a wiped data directory",
                  s->id);
     }
     if (bootstrap) {
         struct raft_configuration conf;
         raft_configuration_init(&conf);
-        rv = raft_configuration_add(&conf, s->id, s->cfg.raft_addr,
-                                    RAFT_VOTER);
+        rv = raft_configuration_add(&conf, s->id, s->cfg.raft_addr, RAFT_VOTER);
         if (rv == 0) {
             rv = raft_bootstrap(&s->raft, &conf);
         }
@@ -456,7 +464,8 @@ static int start_raft(struct server *s, int bootstrap)
             return CD_ERAFT;
         }
     }
-    if ((rv = raft_start(&s->raft)) != 0) {
+    rv = raft_start(&s->raft);
+    if (rv != 0) {
         log_error("server", "raft start: %s", raft_errmsg(&s->raft));
         return CD_ERAFT;
     }
@@ -496,14 +505,16 @@ int server_start(struct server *s)
                 return rc;
             }
         } else if (s->cfg.force_new_cluster) {
-            log_error("server", "--force-new-cluster needs the data "
-                                "directory of a surviving parent; %s holds "
-                                "no node",
+            log_error("server",
+                      "--force-new-cluster needs the data "
+                      "directory of a surviving parent; %s holds "
+                      "no node",
                       s->cfg.data_dir);
             return CD_ECONFIG;
         } else {
-            log_error("server", "%s holds no node: start with --bootstrap "
-                                "(first parent) or --join (see clusterd(8))",
+            log_error("server",
+                      "%s holds no node: start with --bootstrap "
+                      "(first parent) or --join (see clusterd(8))",
                       s->cfg.data_dir);
             return CD_ECONFIG;
         }
@@ -513,12 +524,14 @@ int server_start(struct server *s)
     } else if (rc != 0) {
         return rc;
     } else if (s->cfg.force_new_cluster) {
-        log_warn("server", "node %" PRIu64 " of cluster %016" PRIx64
-                           ": forcing a new one-voter cluster",
+        log_warn("server",
+                 "node %" PRIu64 " of cluster %016" PRIx64
+                 ": forcing a new one-voter cluster",
                  s->id, s->cluster_id);
     } else if (s->cfg.bootstrap || s->cfg.join[0] != '\0') {
-        log_info("server", "node %" PRIu64 " of cluster %016" PRIx64
-                           " restarting; --bootstrap/--join ignored",
+        log_info("server",
+                 "node %" PRIu64 " of cluster %016" PRIx64
+                 " restarting; --bootstrap/--join ignored",
                  s->id, s->cluster_id);
     }
     if ((rc = open_store(s)) != 0) {
@@ -546,8 +559,10 @@ int server_start(struct server *s)
     if ((rc = server__api_start(s)) != 0) {
         return rc;
     }
-    log_info("server", "node %" PRIu64 " up: raft %s, api %s, %s profile "
-                       "(heartbeat %u ms, election %u ms)",
+    log_info("server",
+             "node %" PRIu64
+             " up: raft %s, api %s, %s profile "
+             "(heartbeat %u ms, election %u ms)",
              s->id, s->cfg.raft_addr, s->cfg.api_addr, s->cfg.profile,
              s->cfg.heartbeat_ms, s->cfg.election_ms);
     return 0;
@@ -593,8 +608,7 @@ static void close_all(struct server *s)
     s->closing_all = 1;
     uv_timer_stop(&s->stop_timer);
     server__api_close(s);
-    if (uv_is_active((uv_handle_t *)&s->prepare) ||
-        s->prepare.loop != NULL) {
+    if (uv_is_active((uv_handle_t *)&s->prepare) || s->prepare.loop != NULL) {
         s->handles_open++;
         s->prepare.data = s;
         uv_close((uv_handle_t *)&s->prepare, handle_closed_cb);
@@ -612,8 +626,9 @@ static void stop_timer_cb(uv_timer_t *t)
 {
     struct server *s = t->data;
     if (!s->transfer_done) {
-        log_warn("server", "leadership transfer did not complete in time; "
-                           "closing anyway");
+        log_warn("server",
+                 "leadership transfer did not complete in time; "
+                 "closing anyway");
     }
     close_all(s);
 }
@@ -648,8 +663,7 @@ void server_stop(struct server *s, void (*cb)(struct server *s))
          * and moves the leader (and the VIP) once.  The guard timer closes
          * anyway if the transfer callback never comes. */
         s->transfer_req.data = s;
-        int rv = raft_transfer(&s->raft, &s->transfer_req, 0,
-                               transfer_done_cb);
+        int rv = raft_transfer(&s->raft, &s->transfer_req, 0, transfer_done_cb);
         if (rv == 0) {
             log_info("server", "stopping: transferring leadership");
             uv_timer_start(&s->stop_timer, stop_timer_cb,

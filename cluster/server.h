@@ -19,7 +19,8 @@
 struct server;
 
 /* cfg is copied.  Errors: -ENOMEM. */
-int server_init(struct server **out, uv_loop_t *loop,
+int server_init(struct server **out,
+                uv_loop_t *loop,
                 const struct cd_config *cfg);
 
 /* Errors: CD_ELOCKED, CD_ECONFIG (with a logged reason), CD_ERAFT, store

@@ -27,14 +27,16 @@ struct proposal;
 
 /* A member is alive while its match index keeps up with the leader's log;
  * the leader appends a barrier when the log is quiet, so that it moves. */
-struct member_health {
+struct member_health
+{
     uint64_t id;
     uint64_t last_ok_ms; /* when it last had everything we had before */
 };
 struct pending_write;
 struct read_batch;
 
-struct server {
+struct server
+{
     uv_loop_t *loop;
     struct cd_config cfg;
     uint64_t id;
@@ -118,8 +120,7 @@ int server__api_start(struct server *s);
 void server__api_close(struct server *s);
 void server__on_ready(struct server *s);
 void server__on_lost(struct server *s);
-struct cd_result *server__results_for(void *arg, uint64_t index,
-                                      size_t n_ops);
+struct cd_result *server__results_for(void *arg, uint64_t index, size_t n_ops);
 void server__applied(void *arg, uint64_t index, uint64_t revision);
 int server__member_alive(struct server *s, uint64_t id);
 

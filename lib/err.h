@@ -49,7 +49,7 @@
     X(LOCKED, 27, "data directory is in use by another process")         \
     X(TXNFAILED, 28, "transaction compare failed")                       \
     X(TRUNCATED, 29, "input ended early")                                \
-    X(CONFIG, 30, "invalid configuration")                                   \
+    X(CONFIG, 30, "invalid configuration")                               \
     X(QUORUM, 31, "would leave fewer live voters than a majority")
 
 enum cd_err {

@@ -1721,8 +1721,7 @@ static int body_to_pb(const struct cd_msg *m,
             clusterd__token_response__init(&b->token_resp);
             b->token_resp.token = (char *)(uintptr_t)m->u.token_resp.token;
             put_u64(m->u.token_resp.expires_ms, false,
-                    &b->token_resp.has_expires_ms,
-                    &b->token_resp.expires_ms);
+                    &b->token_resp.has_expires_ms, &b->token_resp.expires_ms);
             e->token_resp = &b->token_resp;
             break;
         case CD_MSG_NONE:

@@ -273,10 +273,12 @@ struct cd_msg
             uint64_t committed_seq;
         } log_ack;
         struct cd_batch command;
-        struct {
+        struct
+        {
             uint32_t ttl_s; /* 0: the server's default */
         } token;
-        struct {
+        struct
+        {
             const char *token;
             uint64_t expires_ms;
         } token_resp;

@@ -268,7 +268,8 @@ void harness_wipe(struct harness *h, int i)
     }
 }
 
-struct cd_client *harness_client(struct harness *h, unsigned mask,
+struct cd_client *harness_client(struct harness *h,
+                                 unsigned mask,
                                  unsigned timeout_ms)
 {
     const char *eps[HARNESS_MAX_NODES];
@@ -305,8 +306,7 @@ int harness_status(struct harness *h, int i, struct cd_msg *st)
     return rc;
 }
 
-int harness_wait_voters(struct harness *h, unsigned voters,
-                        unsigned timeout_ms)
+int harness_wait_voters(struct harness *h, unsigned voters, unsigned timeout_ms)
 {
     uint64_t deadline = now_ms() + timeout_ms;
     while (now_ms() < deadline) {
@@ -352,8 +352,7 @@ int harness_leader(struct harness *h, unsigned timeout_ms)
     return -1;
 }
 
-int harness_wait_revision(struct harness *h, uint64_t rev,
-                          unsigned timeout_ms)
+int harness_wait_revision(struct harness *h, uint64_t rev, unsigned timeout_ms)
 {
     uint64_t deadline = now_ms() + timeout_ms;
     while (now_ms() < deadline) {
@@ -378,7 +377,8 @@ int harness_wait_revision(struct harness *h, uint64_t rev,
     return CD_ETIMEOUT;
 }
 
-struct digest {
+struct digest
+{
     uint64_t hash;
     uint64_t keys;
 };
@@ -387,6 +387,7 @@ static void mix(uint64_t *h, const void *p, size_t n)
 {
     const uint8_t *b = p;
     for (size_t i = 0; i < n; i++) {
+        /* NOLINTNEXTLINE: b holds len initialised bytes (store data). */
         *h = (*h ^ b[i]) * 1099511628211ULL;
     }
 }
@@ -424,8 +425,7 @@ int harness_compare_stores(struct harness *h, char *why, size_t why_len)
         cfg.read_only = 1;
         int rc = store_open(&cfg, &s);
         if (rc != 0) {
-            snprintf(why, why_len, "node %d: open: %s", i + 1,
-                     cd_strerror(rc));
+            snprintf(why, why_len, "node %d: open: %s", i + 1, cd_strerror(rc));
             return rc;
         }
         rc = store_read_begin(s, &r);
@@ -439,8 +439,7 @@ int harness_compare_stores(struct harness *h, char *why, size_t why_len)
         }
         store_close(s);
         if (rc != 0) {
-            snprintf(why, why_len, "node %d: read: %s", i + 1,
-                     cd_strerror(rc));
+            snprintf(why, why_len, "node %d: read: %s", i + 1, cd_strerror(rc));
             return rc;
         }
         if (have < 0) {

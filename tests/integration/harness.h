@@ -19,7 +19,8 @@
 
 #define HARNESS_MAX_NODES 7
 
-struct hnode {
+struct hnode
+{
     pid_t pid; /* 0: not running */
     char dir[160];
     char log[160];
@@ -27,15 +28,16 @@ struct hnode {
     char api[32];
 };
 
-struct harness {
+struct harness
+{
     char base[96];
     char bin[4200]; /* path of the clusterd binary */
-    int port;      /* first port: raft port+i, api port+100+i */
+    int port;       /* first port: raft port+i, api port+100+i */
     int n;
     struct hnode node[HARNESS_MAX_NODES];
     const char *extra[16]; /* extra flags for every node, NULL-ended */
-    int formed;     /* set by the test once the initial joins are done */
-    int joins_done; /* joins after formation */
+    int formed;            /* set by the test once the initial joins are done */
+    int joins_done;        /* joins after formation */
 };
 
 /* Make the directory and pick ports; no process yet. */
@@ -53,20 +55,21 @@ int harness_stop(struct harness *h, int i, int sig);
 void harness_wipe(struct harness *h, int i);
 
 /* A client with the API endpoints of the given nodes (all if mask 0). */
-struct cd_client *harness_client(struct harness *h, unsigned mask,
+struct cd_client *harness_client(struct harness *h,
+                                 unsigned mask,
                                  unsigned timeout_ms);
 
 /* Poll until `voters` voters are in the configuration (asked of any node),
  * within timeout_ms.  0 or CD_ETIMEOUT. */
-int harness_wait_voters(struct harness *h, unsigned voters,
+int harness_wait_voters(struct harness *h,
+                        unsigned voters,
                         unsigned timeout_ms);
 /* The node index of the current leader, or -1. */
 int harness_leader(struct harness *h, unsigned timeout_ms);
 /* Status of node i alone (no redirects): 0 and *st, or an error. */
 int harness_status(struct harness *h, int i, struct cd_msg *st);
 /* Poll until every running node has applied at least revision rev. */
-int harness_wait_revision(struct harness *h, uint64_t rev,
-                          unsigned timeout_ms);
+int harness_wait_revision(struct harness *h, uint64_t rev, unsigned timeout_ms);
 /* Compare the kv contents of every running node's store (read-only, while
  * they run); 0 if identical, else CD_ECORRUPT with why filled. */
 int harness_compare_stores(struct harness *h, char *why, size_t why_len);

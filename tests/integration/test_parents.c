@@ -24,18 +24,19 @@
 #include "harness.h"
 #include "lib/err.h"
 
-static const char *const fast_flags[] = {
-    "--profile", "fast", "--set", "snapshot_threshold=64",
-    "--set", "snapshot_trailing=16", "--set", "failure_timeout_ms=2000",
-    NULL};
+static const char *const fast_flags[] = {"--profile", "fast",
+                                         "--set",     "snapshot_threshold=64",
+                                         "--set",     "snapshot_trailing=16",
+                                         "--set",     "failure_timeout_ms=2000",
+                                         NULL};
 
-#define check_rc(expr, want)                                              \
-    do {                                                                  \
-        int got_ = (expr);                                                \
-        if (got_ != (want)) {                                             \
-            fail_msg("%s: expected %s, got %s (%d)", #expr,               \
-                     cd_errname(want), cd_errname(got_), got_);           \
-        }                                                                 \
+#define check_rc(expr, want)                                                  \
+    do {                                                                      \
+        int got_ = (expr);                                                    \
+        if (got_ != (want)) {                                                 \
+            fail_msg("%s: expected %s, got %s (%d)", #expr, cd_errname(want), \
+                     cd_errname(got_), got_);                                 \
+        }                                                                     \
     } while (0)
 
 static void sleep_ms(unsigned ms)
@@ -105,13 +106,14 @@ static void assert_same_stores(struct harness *h)
 
 #define WRITERS 4
 
-struct writer {
+struct writer
+{
     pthread_t tid;
     struct harness *h;
     int t;
     volatile int *stop;
-    uint64_t acked;   /* writes 0..acked-1 were acknowledged */
-    int unknown;      /* the write after them has an unknown outcome */
+    uint64_t acked; /* writes 0..acked-1 were acknowledged */
+    int unknown;    /* the write after them has an unknown outcome */
     int errors;
 };
 
@@ -125,8 +127,7 @@ static void *writer_main(void *arg)
     }
     for (uint64_t i = 0; !*w->stop && i < 100000; i++) {
         char key[64], val[64];
-        snprintf(key, sizeof key, "/w/%d/%06llu", w->t,
-                 (unsigned long long)i);
+        snprintf(key, sizeof key, "/w/%d/%06llu", w->t, (unsigned long long)i);
         snprintf(val, sizeof val, "v%d-%llu", w->t, (unsigned long long)i);
         int rc = cd_client_put(c, key, strlen(key), val, strlen(val), NULL);
         if (rc != 0) {
@@ -181,9 +182,10 @@ static void test_writes_across_leader_kill(void **state)
     for (int t = 0; t < WRITERS; t++) {
         total += w[t].acked;
         if (w[t].errors != 0) {
-            fail_msg("writer %d gave up after %llu writes: the client must "
-                     "ride through a leader kill",
-                     t, (unsigned long long)w[t].acked);
+            fail_msg(
+                "writer %d gave up after %llu writes: the client must "
+                "ride through a leader kill",
+                t, (unsigned long long)w[t].acked);
         }
     }
     printf("acknowledged %llu writes; leader %d killed, %d leads\n",
@@ -201,8 +203,7 @@ static void test_writes_across_leader_kill(void **state)
             char key[64], want[64];
             char *val = NULL;
             size_t len;
-            snprintf(key, sizeof key, "/w/%d/%06llu", t,
-                     (unsigned long long)i);
+            snprintf(key, sizeof key, "/w/%d/%06llu", t, (unsigned long long)i);
             snprintf(want, sizeof want, "v%d-%llu", t, (unsigned long long)i);
             int rc = cd_client_get(c, key, strlen(key), 0, &val, &len, NULL);
             if (rc != 0 || strcmp(val, want) != 0) {
@@ -243,13 +244,16 @@ static void test_catch_up_by_snapshot(void **state)
     check_rc(harness_start(h, victim, H_RESTART, 0), 0);
     assert_same_stores(h);
     if (!harness_log_has(h, victim, "restored snapshot")) {
-        fail_msg("node %d caught up without a snapshot: the test did not "
-                 "exercise InstallSnapshot",
-                 victim + 1);
+        fail_msg(
+            "node %d caught up without a snapshot: the test did not "
+            "exercise InstallSnapshot",
+            victim + 1);
     }
 }
 
-static int member_change(struct harness *h, unsigned mask, int action,
+static int member_change(struct harness *h,
+                         unsigned mask,
+                         int action,
                          uint64_t id)
 {
     struct cd_client *c = harness_client(h, mask, 10000);
@@ -329,9 +333,9 @@ static void test_refuse_removal_below_majority(void **state)
     /* Wait until the leader has noticed (failure_timeout_ms = 2000). */
     sleep_ms(3000);
     uint64_t id = node_id(h, other);
-    check_rc(member_change(h, (1u << leader) | (1u << other),
-                           CD_MEMBER_REMOVE, id),
-             CD_EQUORUM);
+    check_rc(
+        member_change(h, (1u << leader) | (1u << other), CD_MEMBER_REMOVE, id),
+        CD_EQUORUM);
     check_rc(harness_wait_voters(h, 3, 1000), 0);
 }
 
@@ -455,8 +459,8 @@ int main(void)
                                         teardown),
         cmocka_unit_test_setup_teardown(test_refuse_removal_below_majority,
                                         setup, teardown),
-        cmocka_unit_test_setup_teardown(test_standby_replaces_dead_voter,
-                                        setup, teardown),
+        cmocka_unit_test_setup_teardown(test_standby_replaces_dead_voter, setup,
+                                        teardown),
         cmocka_unit_test_setup_teardown(test_force_new_cluster, setup,
                                         teardown),
     };
