@@ -2131,6 +2131,262 @@ static int snapshot_main(int argc, char **argv)
     return EXIT_OK;
 }
 
+/* --- token, join, leave ------------------------------------------------ */
+
+static const char token_help[] =
+    "usage: clusterctl token create [--ttl SECONDS]\n"
+    "\n"
+    "Make a join token valid SECONDS seconds (default 3600).  A new parent\n"
+    "presents it once, when it joins; the cluster stores only its SHA-256.\n"
+    "The first token of a new cluster is in <data>/join-token on the first\n"
+    "parent.\n";
+
+static int token_main(int argc, char **argv)
+{
+    char *pos[1];
+    int n;
+    const char *ttl_s = NULL;
+    uint64_t ttl = 3600;
+    const struct opt opts[] = {
+        {"--ttl", OPT_VALUE, &ttl_s, NULL},
+        {NULL, 0, NULL, NULL},
+    };
+    int rc = parse_args("token", argc, argv, opts, pos, 1, &n);
+
+    if (rc < 0) {
+        fputs(token_help, stdout);
+        return EXIT_OK;
+    }
+    if (rc != 0) {
+        return rc;
+    }
+    if (n != 1 || strcmp(pos[0], "create") != 0) {
+        return usage_error("token", "expected 'create'");
+    }
+    if (ttl_s != NULL &&
+        (parse_u64(ttl_s, &ttl) != 0 || ttl == 0 || ttl > 31536000)) {
+        return usage_error("token", "--ttl expects 1..31536000 seconds");
+    }
+    struct cd_client *c;
+    struct cd_msg req, resp;
+    if ((rc = open_client(&c)) != 0) {
+        return rc;
+    }
+    memset(&req, 0, sizeof(req));
+    req.type = CD_MSG_TOKEN;
+    req.u.token.ttl_s = (uint32_t)ttl;
+    rc = cd_client_call(c, &req, &resp);
+    cd_client_close(c);
+    if (rc != 0) {
+        return fail("token create", rc, 0);
+    }
+    if (g.json) {
+        printf("{\"token\":");
+        json_cstr(resp.u.token_resp.token);
+        printf(",\"expires_ms\":%" PRIu64 "}\n", resp.u.token_resp.expires_ms);
+    } else {
+        printf("%s\n", resp.u.token_resp.token);
+    }
+    codec_msg_free(&resp);
+    return EXIT_OK;
+}
+
+static const char join_help[] =
+    "usage: clusterctl --endpoints A,B,.. join --token TOKEN\n"
+    "                  [--config FILE] [--raft ADDR] [--api ADDR] "
+    "[--data DIR]\n"
+    "\n"
+    "Prepare this host's clusterd to join the cluster at --endpoints: set\n"
+    "join, token (and the addresses or data directory given) in its\n"
+    "configuration file (default /etc/clusterd/clusterd.conf), keeping\n"
+    "every other setting.  Then start clusterd (systemctl start clusterd):\n"
+    "on its first start it joins, gets its id from the cluster, catches up\n"
+    "and is promoted to voter or standby by itself.\n";
+
+/* Set key = value in a "key = value" file, keeping every other line. */
+static int conf_set_all(const char *path, const char *const *keys,
+                        const char *const *values, size_t n)
+{
+    FILE *in = fopen(path, "r");
+    char tmp[4200];
+    char line[1024];
+    snprintf(tmp, sizeof(tmp), "%s.tmp", path);
+    FILE *out = fopen(tmp, "w");
+    if (out == NULL) {
+        int e = errno;
+        if (in != NULL) {
+            fclose(in);
+        }
+        return -e;
+    }
+    while (in != NULL && fgets(line, sizeof(line), in) != NULL) {
+        const char *p = line;
+        int replaced = 0;
+        while (*p == ' ' || *p == '\t') {
+            p++;
+        }
+        for (size_t i = 0; i < n; i++) {
+            size_t kl = strlen(keys[i]);
+            if (values[i] != NULL && strncmp(p, keys[i], kl) == 0 &&
+                (p[kl] == ' ' || p[kl] == '\t' || p[kl] == '=')) {
+                replaced = 1;
+            }
+        }
+        if (!replaced) {
+            fputs(line, out);
+        }
+    }
+    if (in != NULL) {
+        fclose(in);
+    }
+    for (size_t i = 0; i < n; i++) {
+        if (values[i] != NULL) {
+            fprintf(out, "%s = %s\n", keys[i], values[i]);
+        }
+    }
+    if (fflush(out) != 0 || fsync(fileno(out)) != 0) {
+        int e = errno;
+        fclose(out);
+        return -e;
+    }
+    fclose(out);
+    return rename(tmp, path) == 0 ? 0 : -errno;
+}
+
+static int join_main(int argc, char **argv)
+{
+    char *pos[1];
+    int n;
+    const char *token = NULL;
+    const char *config = "/etc/clusterd/clusterd.conf";
+    const char *raft = NULL, *api = NULL, *data = NULL;
+    const struct opt opts[] = {
+        {"--token", OPT_VALUE, &token, NULL},
+        {"--config", OPT_VALUE, &config, NULL},
+        {"--raft", OPT_VALUE, &raft, NULL},
+        {"--api", OPT_VALUE, &api, NULL},
+        {"--data", OPT_VALUE, &data, NULL},
+        {NULL, 0, NULL, NULL},
+    };
+    int rc = parse_args("join", argc, argv, opts, pos, 1, &n);
+
+    if (rc < 0) {
+        fputs(join_help, stdout);
+        return EXIT_OK;
+    }
+    if (rc != 0) {
+        return rc;
+    }
+    if (n != 0 || token == NULL || token[0] == '\0') {
+        return usage_error("join", "expected --token TOKEN");
+    }
+    const char *keys[] = {"join", "token", "raft_address", "api_address",
+                          "data_dir"};
+    const char *values[] = {g.endpoints_csv, token, raft, api, data};
+    rc = conf_set_all(config, keys, values, 5);
+    if (rc != 0) {
+        return fail(config, rc, 0);
+    }
+    if (g.json) {
+        printf("{\"config\":");
+        json_cstr(config);
+        printf(",\"join\":");
+        json_cstr(g.endpoints_csv);
+        printf("}\n");
+    } else {
+        printf("wrote %s: clusterd joins %s on its first start\n"
+               "next: systemctl start clusterd   (or: clusterd --config "
+               "%s)\n",
+               config, g.endpoints_csv, config);
+    }
+    return EXIT_OK;
+}
+
+static const char leave_help[] =
+    "usage: clusterctl --endpoints A,B,.. leave [--node ADDR]\n"
+    "\n"
+    "Take the parent whose API is ADDR (default: the first endpoint) out of\n"
+    "the cluster and stop it.  A leader hands leadership over first.  It is\n"
+    "refused (CD_EQUORUM) when it would leave fewer live voters than a\n"
+    "majority.  The node's data directory is no longer a member's: wipe it\n"
+    "before the host joins again.\n";
+
+static int leave_main(int argc, char **argv)
+{
+    char *pos[1];
+    int n;
+    const char *node = NULL;
+    const struct opt opts[] = {
+        {"--node", OPT_VALUE, &node, NULL},
+        {NULL, 0, NULL, NULL},
+    };
+    int rc = parse_args("leave", argc, argv, opts, pos, 1, &n);
+
+    if (rc < 0) {
+        fputs(leave_help, stdout);
+        return EXIT_OK;
+    }
+    if (rc != 0) {
+        return rc;
+    }
+    if (n != 0) {
+        return usage_error("leave", "unexpected argument");
+    }
+    if (node == NULL) {
+        node = g.endpoints[0];
+    }
+    /* Who is it?  Asked of the node itself, never redirected. */
+    const char *one[1] = {node};
+    struct cd_client *c;
+    struct cd_msg req, resp;
+    if ((rc = open_client_with(one, 1, STATUS_TIMEOUT_MS, &c)) != 0) {
+        return fail("leave", rc, 0);
+    }
+    memset(&req, 0, sizeof(req));
+    req.type = CD_MSG_STATUS;
+    rc = cd_client_call(c, &req, &resp);
+    cd_client_close(c);
+    if (rc != 0) {
+        return fail("leave: status of the node", rc, 0);
+    }
+    uint64_t id = resp.u.status_resp.id;
+    codec_msg_free(&resp);
+
+    /* Removal goes through the cluster (the leader; if the node leads, it
+     * hands over and the client retries at the new leader). */
+    memset(&req, 0, sizeof(req));
+    req.u.member_change.action = CD_MEMBER_REMOVE;
+    req.u.member_change.id = id;
+    char what[64];
+    snprintf(what, sizeof(what), "leave: remove %" PRIu64, id);
+    rc = member_change(what, &req, "member removed");
+    if (rc != EXIT_OK) {
+        return rc;
+    }
+    /* A removed parent never learns it by itself: stop it. */
+    if ((rc = open_client_with(one, 1, STATUS_TIMEOUT_MS, &c)) != 0) {
+        return fail("leave", rc, 0);
+    }
+    memset(&req, 0, sizeof(req));
+    req.type = CD_MSG_SHUTDOWN;
+    rc = cd_client_call(c, &req, &resp);
+    cd_client_close(c);
+    if (rc != 0) {
+        fail("leave: stop the node", rc, 0);
+        fprintf(stderr, "clusterctl: node %" PRIu64 " is removed; stop its "
+                        "clusterd by hand (systemctl stop clusterd)\n",
+                id);
+        return EXIT_FAIL;
+    }
+    codec_msg_free(&resp);
+    if (!g.json) {
+        printf("node %" PRIu64 " left the cluster and is stopping; wipe its "
+               "data directory before it joins again\n",
+               id);
+    }
+    return EXIT_OK;
+}
+
 /* --- main -------------------------------------------------------------- */
 
 static const struct
@@ -2151,6 +2407,9 @@ static const struct
     {"member", member_main, "add|remove|promote|demote: change the parents"},
     {"leader", leader_main, "transfer [ID]: hand leadership to a voter"},
     {"snapshot", snapshot_main, "save FILE: back up the cluster's data"},
+    {"token", token_main, "create [--ttl S]: a join token for a new parent"},
+    {"join", join_main, "--token T: make this host's clusterd join"},
+    {"leave", leave_main, "[--node ADDR]: remove a parent and stop it"},
 };
 
 static void usage(FILE *f)
