@@ -844,6 +844,30 @@ static int propose_put(struct server *s, const char *key, const char *value)
     return propose_put_for(s, key, value, NULL);
 }
 
+static int propose_delete_prefix(struct server *s, const char *prefix)
+{
+    struct cd_op op = {.type = CD_OP_DELETE_PREFIX,
+                       .key = {prefix, strlen(prefix)}};
+    struct cd_batch b = {server__wall_ms(), &op, 1};
+    struct raft_buffer rb;
+    struct internal_write *w = calloc(1, sizeof *w);
+    int rc = w == NULL ? -ENOMEM : fsm_encode_entry(&b, s->cluster_id, &rb);
+    if (rc != 0) {
+        free(w);
+        return rc;
+    }
+    w->req.data = w;
+    int rv = raft_apply(&s->raft, &w->req, &rb, 1, internal_cb);
+    if (rv != 0) {
+        if (fsm_apply_failed_keeps_buffer(rv)) {
+            raft_free(rb.base);
+        }
+        free(w);
+        return server__raft_err(rv);
+    }
+    return 0;
+}
+
 /* Propose key = value; with out, the caller may fill in who to answer
  * before the loop turns (the callback cannot have run yet). */
 static int propose_put_for(struct server *s,
@@ -1258,15 +1282,26 @@ void server__on_ready(struct server *s)
     }
     struct store_read *r;
     struct store_kv kv;
+    char cid[32];
+    snprintf(cid, sizeof cid, "%016" PRIx64, s->cluster_id);
     if (store_read_begin(s->store, &r) == 0) {
         int have = store_read_get(r, "/cluster/id", 11, &kv) == 0;
+        int same = have && kv.value_len == strlen(cid) &&
+                   memcmp(kv.value, cid, kv.value_len) == 0;
+        int voters_set = store_read_get(r, "/cluster/voters", 15, &kv) == 0;
         store_read_end(r);
-        if (!have) {
-            char cid[32], voters[16];
-            snprintf(cid, sizeof cid, "%016" PRIx64, s->cluster_id);
-            snprintf(voters, sizeof voters, "%u", s->cfg.voters);
+        if (!same) {
+            /* A new cluster, or one started from another's backup: the
+             * old cluster's join tokens must not open this one. */
+            if (have) {
+                propose_delete_prefix(s, "/cluster/tokens/");
+            }
             propose_put(s, "/cluster/id", cid);
-            propose_put(s, "/cluster/voters", voters);
+            if (!voters_set) {
+                char voters[16];
+                snprintf(voters, sizeof voters, "%u", s->cfg.voters);
+                propose_put(s, "/cluster/voters", voters);
+            }
             first_token(s);
         }
     }

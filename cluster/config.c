@@ -220,6 +220,9 @@ int config_finish(struct cd_config *c, char *err, size_t errlen)
     if (c->bootstrap && c->join[0] != '\0') {
         return bad(err, errlen, "join", "cannot be used with bootstrap");
     }
+    if (c->restore[0] != '\0' && !c->bootstrap) {
+        return bad(err, errlen, "restore", "only with bootstrap");
+    }
     if (c->join[0] != '\0' && c->token[0] == '\0') {
         return bad(err, errlen, "token", "required to join");
     }

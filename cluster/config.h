@@ -25,6 +25,7 @@ struct cd_config
     char join[512];     /* endpoints of the cluster to join */
     char token[128];    /* join token */
     int force_new_cluster;
+    char restore[256]; /* with bootstrap: a backup to start from */
     char profile[16];
     unsigned heartbeat_ms;
     unsigned election_ms;

@@ -28,13 +28,16 @@ static void usage(FILE *f)
     fprintf(f,
             "usage: clusterd [--config FILE] [--data DIR] [--raft ADDR] "
             "[--api ADDR]\n"
-            "                [--bootstrap | --join ENDPOINTS --token TOKEN]\n"
+            "                [--bootstrap [--restore BACKUP] | --join ENDPOINTS "
+            "--token TOKEN]\n"
             "                [--profile default|fast] [--set KEY=VALUE]... "
             "[--log-level LEVEL]\n\n"
             "  --bootstrap   create a new cluster with this node as its "
             "first parent\n"
             "  --join        join the cluster at ENDPOINTS (API addresses, "
             "comma-separated)\n"
+            "  --restore FILE  with --bootstrap: start the new cluster from a "
+            "backup\n"
             "  --force-new-cluster  disaster recovery: make this surviving "
             "parent\n"
             "                the only voter, keeping all data (run on one "
@@ -91,6 +94,10 @@ int main(int argc, char **argv)
             cfg.force_new_cluster = 1;
             continue;
         } else if (strcmp(a, "--config") == 0) {
+            i++;
+            continue;
+        } else if (strcmp(a, "--restore") == 0 && v != NULL) {
+            snprintf(cfg.restore, sizeof cfg.restore, "%s", v);
             i++;
             continue;
         } else if (strcmp(a, "--data") == 0) {

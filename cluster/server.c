@@ -388,6 +388,36 @@ static int check_raft_address(struct server *s)
     return rc;
 }
 
+/*
+ * A new cluster from a backup: the store takes the backup's state, then
+ * forgets the old cluster's Raft index, since this cluster's log starts
+ * again at 1.  The children registry and every key come along; the first
+ * leader rewrites /cluster/id and revokes the old cluster's join tokens.
+ */
+static int restore_backup(struct server *s)
+{
+    struct store_snapshot_info info;
+    int fd = open(s->cfg.restore, O_RDONLY | O_CLOEXEC);
+    if (fd < 0) {
+        log_error("server", "cannot open the backup %s: %s", s->cfg.restore,
+                  strerror(errno));
+        return -errno;
+    }
+    int rc = store_restore(s->store, fd, &info);
+    close(fd);
+    if (rc == 0) {
+        rc = store_reset_index(s->store);
+    }
+    if (rc != 0) {
+        log_error("server", "restoring %s failed: %s (%s)", s->cfg.restore,
+                  cd_strerror(rc), cd_errname(rc));
+        return rc;
+    }
+    log_info("server", "new cluster starts from %s: revision %llu",
+             s->cfg.restore, (unsigned long long)info.meta.revision);
+    return 0;
+}
+
 static int start_raft(struct server *s, int bootstrap)
 {
     char dir[300];
@@ -535,6 +565,10 @@ int server_start(struct server *s)
                  s->id, s->cluster_id);
     }
     if ((rc = open_store(s)) != 0) {
+        return rc;
+    }
+    if (bootstrap && s->cfg.restore[0] != '\0' &&
+        (rc = restore_backup(s)) != 0) {
         return rc;
     }
     if ((rc = store_set_cluster_id(s->store, s->cluster_id)) != 0) {

@@ -289,6 +289,11 @@ int store_set_cluster_id(struct store *s, uint64_t cluster_id)
     return set_local_meta(s, META_CLUSTER, cluster_id);
 }
 
+int store_reset_index(struct store *s)
+{
+    return set_local_meta(s, META_APPLIED, 0);
+}
+
 int store_set_contact(struct store *s, uint64_t contact_ms)
 {
     return set_local_meta(s, META_CONTACT, contact_ms);

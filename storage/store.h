@@ -134,6 +134,10 @@ int store_sync(struct store *s);
 
 /* Node-local metadata, not replicated through batches. */
 int store_set_cluster_id(struct store *s, uint64_t cluster_id);
+/* Forget the applied Raft index: for a store restored from a backup that
+ * starts a new cluster, whose log begins again at index 1 (otherwise its
+ * first entries would be skipped as already applied). */
+int store_reset_index(struct store *s);
 /* A child records when it last heard from a parent (ms since epoch). */
 int store_set_contact(struct store *s, uint64_t contact_ms);
 

@@ -199,6 +199,10 @@ int harness_start(struct harness *h, int i, enum hstart how, int via)
     argv[a++] = d->api;
     if (how == H_BOOTSTRAP) {
         argv[a++] = "--bootstrap";
+        if (h->restore != NULL) {
+            argv[a++] = "--restore";
+            argv[a++] = h->restore;
+        }
     } else if (how == H_FORCE_NEW_CLUSTER) {
         argv[a++] = "--force-new-cluster";
     } else if (how == H_JOIN) {

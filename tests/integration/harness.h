@@ -36,6 +36,7 @@ struct harness
     int n;
     struct hnode node[HARNESS_MAX_NODES];
     const char *extra[16]; /* extra flags for every node, NULL-ended */
+    const char *restore; /* H_BOOTSTRAP starts from this backup if set */
     int formed;            /* set by the test once the initial joins are done */
     int joins_done;        /* joins after formation */
 };

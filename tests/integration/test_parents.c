@@ -7,6 +7,7 @@
  * (those live in make bench).
  */
 #include <errno.h>
+#include <fcntl.h>
 #include <pthread.h>
 #include <setjmp.h>
 #include <signal.h>
@@ -448,6 +449,65 @@ static void test_force_new_cluster(void **state)
     assert_same_stores(h);
 }
 
+static void test_new_cluster_from_backup(void **state)
+{
+    struct harness *h = *state;
+    char backup[200];
+    form(h, 3, 3);
+    struct cd_client *c = harness_client(h, 0, 10000);
+    for (int i = 0; i < 30; i++) {
+        char key[32];
+        snprintf(key, sizeof key, "/bk/%02d", i);
+        check_rc(cd_client_put(c, key, strlen(key), "saved", 5, NULL), 0);
+    }
+    snprintf(backup, sizeof backup, "%s/backup.snap", h->base);
+    int fd = open(backup, O_WRONLY | O_CREAT | O_TRUNC, 0600);
+    assert_true(fd >= 0);
+    uint64_t rev = 0;
+    check_rc(cd_client_snapshot(c, fd, &rev), 0);
+    close(fd);
+    cd_client_close(c);
+    struct cd_msg st;
+    check_rc(harness_status(h, 0, &st), 0);
+    uint64_t old_applied = st.u.status_resp.applied_index;
+    codec_msg_free(&st);
+    assert_true(old_applied > 30);
+
+    /* Every parent is lost; a new one starts from the backup. */
+    for (int i = 0; i < 3; i++) {
+        harness_stop(h, i, SIGKILL);
+        harness_wipe(h, i);
+    }
+    h->restore = backup;
+    h->formed = 0;
+    check_rc(harness_start(h, 0, H_BOOTSTRAP, 0), 0);
+    h->restore = NULL;
+    check_rc(harness_wait_voters(h, 1, 15000), 0);
+    c = harness_client(h, 1u, 10000);
+    char *val = NULL;
+    size_t len;
+    check_rc(cd_client_get(c, "/bk/29", 6, 0, &val, &len, NULL), 0);
+    assert_string_equal(val, "saved");
+    free(val);
+    /* Writes of the new cluster land although its Raft log restarts at 1:
+     * the restored store must not skip them as already applied. */
+    for (int i = 0; i < 40; i++) {
+        char key[32];
+        snprintf(key, sizeof key, "/new/%02d", i);
+        check_rc(cd_client_put(c, key, strlen(key), "fresh", 5, NULL), 0);
+        check_rc(cd_client_get(c, key, strlen(key), 0, &val, &len, NULL), 0);
+        assert_string_equal(val, "fresh");
+        free(val);
+    }
+    cd_client_close(c);
+    /* And the new cluster grows again by join. */
+    for (int i = 1; i < 3; i++) {
+        check_rc(harness_start(h, i, H_JOIN, 0), 0);
+    }
+    check_rc(harness_wait_voters(h, 3, 30000), 0);
+    assert_same_stores(h);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -462,6 +522,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_standby_replaces_dead_voter, setup,
                                         teardown),
         cmocka_unit_test_setup_teardown(test_force_new_cluster, setup,
+                                        teardown),
+        cmocka_unit_test_setup_teardown(test_new_cluster_from_backup, setup,
                                         teardown),
     };
     return cmocka_run_group_tests_name("parents", tests, NULL, NULL);
