@@ -6,7 +6,11 @@
  * Timing bounds are generous liveness bounds, never performance claims
  * (those live in make bench).
  */
+#include <arpa/inet.h>
 #include <errno.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
 #include <fcntl.h>
 #include <pthread.h>
 #include <setjmp.h>
@@ -508,6 +512,244 @@ static void test_new_cluster_from_backup(void **state)
     assert_same_stores(h);
 }
 
+/* --- the API under bad input ------------------------------------------ */
+
+static int raw_connect(struct harness *h, int i)
+{
+    struct sockaddr_in sa = {.sin_family = AF_INET};
+    const char *colon = strrchr(h->node[i].api, ':');
+    sa.sin_port = htons((uint16_t)strtoul(colon + 1, NULL, 10));
+    sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    struct timeval tv = {5, 0};
+    setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+    if (connect(fd, (struct sockaddr *)&sa, sizeof sa) != 0) {
+        close(fd);
+        return -1;
+    }
+    return fd;
+}
+
+/* Read one frame; 0 and *m, or <0 (EOF / timeout). */
+static int raw_read(int fd, struct cd_msg *m)
+{
+    uint8_t hdr[4];
+    size_t got = 0;
+    while (got < 4) {
+        ssize_t n = read(fd, hdr + got, 4 - got);
+        if (n <= 0) {
+            return -1;
+        }
+        got += (size_t)n;
+    }
+    uint32_t len = ((uint32_t)hdr[0] << 24) | ((uint32_t)hdr[1] << 16) |
+                   ((uint32_t)hdr[2] << 8) | hdr[3];
+    uint8_t *buf = malloc(len ? len : 1);
+    got = 0;
+    while (got < len) {
+        ssize_t n = read(fd, buf + got, len - got);
+        if (n <= 0) {
+            free(buf);
+            return -1;
+        }
+        got += (size_t)n;
+    }
+    int rc = codec_decode(buf, len, m);
+    free(buf);
+    return rc;
+}
+
+static void raw_send_status(int fd, uint64_t request_id)
+{
+    struct cd_msg m;
+    uint8_t *frame;
+    size_t len;
+    memset(&m, 0, sizeof m);
+    m.request_id = request_id;
+    m.type = CD_MSG_STATUS;
+    assert_int_equal(codec_encode(&m, 0, &frame, &len), 0);
+    assert_int_equal(write(fd, frame, len), (ssize_t)len);
+    free(frame);
+}
+
+static void test_bad_input(void **state)
+{
+    struct harness *h = *state;
+    struct cd_msg m;
+    form(h, 3, 3);
+
+    /* Garbage with sound framing: an error reply, the connection lives. */
+    int fd = raw_connect(h, 0);
+    assert_true(fd >= 0);
+    uint8_t junk[] = {0, 0, 0, 6, 0xff, 0xfe, 0x01, 0x02, 0x99, 0x00};
+    assert_int_equal(write(fd, junk, sizeof junk), (ssize_t)sizeof junk);
+    check_rc(raw_read(fd, &m), 0);
+    assert_int_equal(m.type, CD_MSG_ERROR);
+    assert_int_equal(m.u.error.code, CD_EMALFORMED);
+    codec_msg_free(&m);
+    raw_send_status(fd, 7);
+    check_rc(raw_read(fd, &m), 0);
+    assert_int_equal(m.type, CD_MSG_STATUS_RESP);
+    assert_int_equal(m.request_id, 7);
+    codec_msg_free(&m);
+
+    /* An oversized frame: an error, then the connection is closed. */
+    uint8_t big[] = {0x7f, 0xff, 0xff, 0xff, 1, 2, 3};
+    assert_int_equal(write(fd, big, sizeof big), (ssize_t)sizeof big);
+    check_rc(raw_read(fd, &m), 0);
+    assert_int_equal(m.u.error.code, CD_EFRAMETOOBIG);
+    codec_msg_free(&m);
+    assert_true(raw_read(fd, &m) < 0); /* closed */
+    close(fd);
+
+    /* A frame of another cluster is refused. */
+    fd = raw_connect(h, 0);
+    memset(&m, 0, sizeof m);
+    m.request_id = 9;
+    m.type = CD_MSG_STATUS;
+    m.has_cluster_id = 1;
+    m.cluster_id = 12345;
+    uint8_t *frame;
+    size_t len;
+    assert_int_equal(codec_encode(&m, 0, &frame, &len), 0);
+    assert_int_equal(write(fd, frame, len), (ssize_t)len);
+    free(frame);
+    check_rc(raw_read(fd, &m), 0);
+    assert_int_equal(m.u.error.code, CD_EBADCLUSTER);
+    codec_msg_free(&m);
+    close(fd);
+
+    /* Nothing else was disturbed. */
+    struct cd_client *c = harness_client(h, 0, 5000);
+    check_rc(cd_client_put(c, "/still", 6, "fine", 4, NULL), 0);
+    cd_client_close(c);
+}
+
+/* --- watch -------------------------------------------------------------- */
+
+struct seen {
+    int events;
+    uint64_t last_rev;
+    int compacted;
+    int want;
+};
+
+static int on_changes(void *arg, const struct cd_msg *m)
+{
+    struct seen *s = arg;
+    if (m->u.changes.compacted) {
+        s->compacted = 1;
+        return 1;
+    }
+    for (size_t i = 0; i < m->u.changes.n_events; i++) {
+        uint64_t rev = m->u.changes.events[i].kv.mod_rev;
+        if (rev < s->last_rev) {
+            s->events = -1000000; /* revisions went backwards */
+        }
+        s->last_rev = rev;
+        s->events++;
+    }
+    return s->events >= s->want;
+}
+
+static void test_watch_resume_and_compacted(void **state)
+{
+    struct harness *h = *state;
+    form(h, 3, 3);
+    struct cd_client *c = harness_client(h, 0, 5000);
+    uint64_t first = 0, rev = 0;
+    for (int i = 0; i < 20; i++) {
+        char key[32];
+        snprintf(key, sizeof key, "/watch/%02d", i);
+        check_rc(cd_client_put(c, key, strlen(key), "v", 1, &rev), 0);
+        if (i == 0) {
+            first = rev;
+        }
+    }
+    /* From the start, then resumed from the middle: in order, no gaps. */
+    struct seen s = {0, 0, 0, 20};
+    check_rc(cd_client_watch(c, first - 1, "/watch/", 7, 5000, on_changes, &s),
+             0);
+    assert_int_equal(s.events, 20);
+    struct seen s2 = {0, 0, 0, 10};
+    check_rc(cd_client_watch(c, first + 9, "/watch/", 7, 5000, on_changes,
+                             &s2),
+             0);
+    assert_int_equal(s2.events, 10);
+    assert_int_equal(s2.last_rev, rev);
+    /* After compaction, an old revision gets the compacted answer. */
+    struct cd_msg req, resp;
+    memset(&req, 0, sizeof req);
+    req.type = CD_MSG_WRITE;
+    req.u.write.op.type = CD_OP_COMPACT;
+    req.u.write.op.revision = first + 5;
+    check_rc(cd_client_call(c, &req, &resp), 0);
+    codec_msg_free(&resp);
+    struct seen s3 = {0, 0, 0, 1};
+    check_rc(cd_client_watch(c, first, "/watch/", 7, 5000, on_changes, &s3),
+             0);
+    assert_int_equal(s3.compacted, 1);
+    cd_client_close(c);
+}
+
+/* --- rolling restart ---------------------------------------------------- */
+
+static void test_rolling_restart_loses_nothing(void **state)
+{
+    struct harness *h = *state;
+    struct writer w[WRITERS];
+    volatile int stop = 0;
+    form(h, 3, 3);
+    for (int t = 0; t < WRITERS; t++) {
+        memset(&w[t], 0, sizeof w[t]);
+        w[t].h = h;
+        w[t].t = t;
+        w[t].stop = &stop;
+        assert_int_equal(pthread_create(&w[t].tid, NULL, writer_main, &w[t]),
+                         0);
+    }
+    /* Restart every parent in turn with SIGTERM, the leader included. */
+    for (int i = 0; i < 3; i++) {
+        sleep_ms(300);
+        int status = harness_stop(h, i, SIGTERM);
+        if (!WIFEXITED(status) || WEXITSTATUS(status) != 0) {
+            fail_msg("node %d did not stop cleanly on SIGTERM (status %d)",
+                     i + 1, status);
+        }
+        check_rc(harness_start(h, i, H_RESTART, 0), 0);
+        check_rc(harness_wait_voters(h, 3, 20000), 0);
+        uint64_t rev = leader_revision(h);
+        check_rc(harness_wait_revision(h, rev, 20000), 0);
+    }
+    stop = 1;
+    for (int t = 0; t < WRITERS; t++) {
+        pthread_join(w[t].tid, NULL);
+        if (w[t].errors != 0) {
+            fail_msg("writer %d failed during the rolling restart", t);
+        }
+    }
+    struct cd_client *c = harness_client(h, 0, 15000);
+    for (int t = 0; t < WRITERS; t++) {
+        char prefix[16];
+        snprintf(prefix, sizeof prefix, "/w/%d/", t);
+        for (uint64_t i = 0; i < w[t].acked; i += 7) {
+            char key[64];
+            char *val = NULL;
+            size_t len;
+            snprintf(key, sizeof key, "/w/%d/%06llu", t,
+                     (unsigned long long)i);
+            int rc = cd_client_get(c, key, strlen(key), 0, &val, &len, NULL);
+            if (rc != 0) {
+                fail_msg("acknowledged write %s lost in the rolling restart",
+                         key);
+            }
+            free(val);
+        }
+    }
+    cd_client_close(c);
+    assert_same_stores(h);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -525,6 +767,11 @@ int main(void)
                                         teardown),
         cmocka_unit_test_setup_teardown(test_new_cluster_from_backup, setup,
                                         teardown),
+        cmocka_unit_test_setup_teardown(test_bad_input, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_watch_resume_and_compacted, setup,
+                                        teardown),
+        cmocka_unit_test_setup_teardown(test_rolling_restart_loses_nothing,
+                                        setup, teardown),
     };
     return cmocka_run_group_tests_name("parents", tests, NULL, NULL);
 }
