@@ -226,7 +226,7 @@ bench-store: ensure-deps
 	$(Q)$(BIN)/bench_store --dir $(BUILD)/bench-store.d
 
 # bench: the store's, then the cluster's: clusterd against etcd 3.4, side
-# by side (tests/bench/bench.sh; about 10 minutes, BENCH_SECONDS=2
+# by side (tests/bench/bench.sh; about 6 minutes, BENCH_SECONDS=2
 # BENCH_ROUNDS=1 BENCH_KILLS=5 BENCH_TRANSFERS=5 for a quick look).
 bench: bench-store
 	$(Q)$(MAKE) --no-print-directory bench-cluster
