@@ -117,6 +117,9 @@ static int fsm_snapshot(struct raft_fsm *rf,
     struct fsm *f = rf->data;
     struct store_read *r;
     struct store_meta m;
+    if (f->may_snapshot != NULL && !f->may_snapshot(f->arg)) {
+        return RAFT_BUSY; /* not now: raft retries after a later entry */
+    }
     int rc = store_read_begin(f->store, &r);
     if (rc != 0) {
         return RAFT_IOERR;

@@ -40,6 +40,14 @@ struct fsm
     struct cd_result *(*results_for)(void *arg, uint64_t index, size_t n_ops);
     /* After each applied entry (also skipped ones: revision unchanged). */
     void (*applied)(void *arg, uint64_t index, uint64_t revision);
+    /*
+     * May this node take a snapshot now?  NULL: always.  libraft 0.22.1
+     * crashes when an InstallSnapshot arrives while the node is writing a
+     * snapshot of its own (takeSnapshotCb reads snapshot_pending after
+     * clearing it, src/legacy.c), so the server declines snapshots while
+     * one may arrive; raft simply tries again after a later entry.
+     */
+    int (*may_snapshot)(void *arg);
     /* The store failed as a whole (disk error, corruption): fail safe. */
     void (*fatal)(void *arg, int err);
     void *arg;

@@ -157,6 +157,7 @@ static void lead_transition(struct server *s)
         log_info("server", "leader is now %llu (%s)",
                  (unsigned long long)leader, leader ? addr : "none");
         s->last_leader = leader;
+        s->leader_since = uv_now(s->loop);
     }
     if (state == RAFT_LEADER && s->lead == LEAD_FOLLOWER && !s->stopping) {
         s->lead = LEAD_LEADING;
@@ -179,6 +180,29 @@ static void lead_transition(struct server *s)
 static void prepare_cb(uv_prepare_t *h)
 {
     lead_transition(h->data);
+}
+
+/*
+ * Snapshots are declined while an InstallSnapshot from the leader may be on
+ * its way: on a follower in its first moments under a leader (after a
+ * start, an election, a healed partition), when a leader that finds it far
+ * behind sends one.  libraft 0.22.1 crashes if that install lands while a
+ * snapshot of the node's own is being written (fsm.h).  A leader never
+ * receives one.  The delay is long against catching up, short against
+ * snapshot_threshold: the log grows a little longer, nothing else.
+ */
+static int may_snapshot(void *arg)
+{
+    struct server *s = arg;
+    if (s->lead != LEAD_FOLLOWER) {
+        return 1;
+    }
+    uint64_t settle = 4 * (uint64_t)s->cfg.election_ms;
+    if (settle < 2000) {
+        settle = 2000;
+    }
+    return s->last_leader != 0 && s->last_leader != s->id &&
+           uv_now(s->loop) - s->leader_since >= settle;
 }
 
 /* --- node identity ------------------------------------------------------- */
@@ -581,6 +605,7 @@ int server_start(struct server *s)
     s->fsm.results_for = server__results_for;
     s->fsm.applied = server__applied;
     s->fsm.fatal = fsm_fatal;
+    s->fsm.may_snapshot = may_snapshot;
     s->fsm.arg = s;
 
     if ((rc = check_raft_address(s)) != 0 ||

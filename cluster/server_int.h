@@ -56,6 +56,7 @@ struct server
     struct raft_barrier lead_barrier;
     int lead_barrier_busy;
     raft_id last_leader;
+    uint64_t leader_since; /* loop time when last_leader was first seen */
     raft_id leader_api_id; /* leader whose API address is cached */
     char leader_api[64];
 

@@ -773,5 +773,10 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_rolling_restart_loses_nothing,
                                         setup, teardown),
     };
+    /* CD_TEST_FILTER=test_name (a glob) runs only matching tests. */
+    const char *filter = getenv("CD_TEST_FILTER");
+    if (filter != NULL && filter[0] != '\0') {
+        cmocka_set_test_filter(filter);
+    }
     return cmocka_run_group_tests_name("parents", tests, NULL, NULL);
 }
