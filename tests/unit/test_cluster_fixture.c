@@ -199,6 +199,7 @@ struct cluster
     unsigned seed;
     uint64_t rng;
     char dir[64];
+    int dir_made; /* dir exists and is removed with the cluster */
     unsigned n;
     struct raft_fixture f;
     int fixture_up;
@@ -798,6 +799,7 @@ static struct cluster *cluster_new_small(const char *test,
     if (mkdtemp(c->dir) == NULL) {
         die(c, "mkdtemp: %s", strerror(errno));
     }
+    c->dir_made = 1;
     for (unsigned i = 0; i < c->n; i++) {
         struct node *nd = &c->nodes[i];
         nd->c = c;
@@ -837,7 +839,7 @@ static void cluster_free(struct cluster *c)
         free(c->dumps[i]);
         free(c->nodes[i].writes);
     }
-    if (c->dir[0] != '\0' && strchr(c->dir, 'X') == NULL) {
+    if (c->dir_made) {
         nftw(c->dir, rm_entry, 16, FTW_DEPTH | FTW_PHYS);
     }
     free(c);
