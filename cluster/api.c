@@ -222,7 +222,9 @@ struct cd_result *server__results_for(void *arg, uint64_t index, size_t n_ops)
 /* Propose every write of this loop turn as one Raft entry. */
 static void flush_writes(struct server *s)
 {
-    if (s->n_writes == 0) {
+    /* A new leader holds writes until its barrier is applied (a few ms)
+     * rather than refusing them: clients would back off for longer. */
+    if (s->n_writes == 0 || s->lead == LEAD_LEADING) {
         return;
     }
     size_t n = s->n_writes;
@@ -416,7 +418,7 @@ static void barrier_cb(struct raft_barrier *req, int status)
 static void flush_reads(struct server *s)
 {
     struct read_batch *b = s->reads;
-    if (b == NULL) {
+    if (b == NULL || s->lead == LEAD_LEADING) {
         return;
     }
     s->reads = NULL;
@@ -587,11 +589,9 @@ static void start_watch(struct conn *c, struct cd_msg *req)
         send_error(c, req->request_id, -ENOMEM);
         return;
     }
-    if (req->u.watch.since > c->s->fsm.revision) {
-        free(w);
-        send_error(c, req->request_id, CD_EBADREV);
-        return;
-    }
+    /* A revision this parent has not reached yet is fine, as in etcd: the
+     * watch waits for it (a follower may be a little behind the leader
+     * that acknowledged the write the client watches from). */
     w->request_id = req->request_id;
     w->next = req->u.watch.since;
     if (req->u.watch.prefix.len > 0) {
@@ -1375,7 +1375,7 @@ static void dispatch(struct conn *c, struct cd_msg *msg)
                 send_error(c, msg->request_id, -EPERM);
                 break;
             }
-            if (s->lead != LEAD_READY) {
+            if (s->lead == LEAD_FOLLOWER) {
                 send_error(c, msg->request_id, CD_ENOTLEADER);
                 break;
             }
@@ -1392,7 +1392,7 @@ static void dispatch(struct conn *c, struct cd_msg *msg)
                 serve_read(c, msg, 1);
                 break;
             }
-            if (s->lead != LEAD_READY) {
+            if (s->lead == LEAD_FOLLOWER) {
                 send_error(c, msg->request_id, CD_ENOTLEADER);
                 break;
             }
@@ -1616,15 +1616,16 @@ static void auto_promote(struct server *s)
         if (role < 0) {
             continue;
         }
+        /* raft_assign() reallocates the configuration: m dies with it. */
+        uint64_t id = m->id;
         s->change.data = s;
         s->change_action = CD_MEMBER_ASSIGN;
-        s->change_id = m->id;
+        s->change_id = id;
         s->change_conn = NULL;
-        int rv = raft_assign(&s->raft, &s->change, m->id, role, change_cb);
+        int rv = raft_assign(&s->raft, &s->change, id, role, change_cb);
         if (rv == 0) {
             s->change_busy = 1;
-            log_info("api", "promoting node %llu to %s",
-                     (unsigned long long)m->id,
+            log_info("api", "promoting node %llu to %s", (unsigned long long)id,
                      role == RAFT_VOTER ? "voter" : "standby");
         }
         return;
@@ -1820,6 +1821,50 @@ static void prune_members(struct server *s)
     log_info("api", "removed the stale member record %s", a.key);
 }
 
+/*
+ * History is kept for history_revisions revisions: children and watches
+ * resume from it, older ones get a snapshot instead.  The leader proposes
+ * the compaction, so every replica compacts at the same point.  A big step
+ * is done in slices, one per tick, so that no entry holds the loop long.
+ */
+static void auto_compact(struct server *s)
+{
+    struct store_read *r;
+    struct store_meta m;
+    if (store_read_begin(s->store, &r) != 0) {
+        return;
+    }
+    int rc = store_read_meta(r, &m);
+    store_read_end(r);
+    uint64_t keep = s->cfg.history_revisions;
+    if (rc != 0 || m.revision <= keep || m.revision - keep <= m.compact_rev) {
+        return;
+    }
+    uint64_t to = m.revision - keep;
+    if (to - m.compact_rev > 10000) {
+        to = m.compact_rev + 10000;
+    }
+    struct cd_op op = {.type = CD_OP_COMPACT, .revision = to};
+    struct cd_batch b = {server__wall_ms(), &op, 1};
+    struct raft_buffer rb;
+    struct internal_write *w = calloc(1, sizeof *w);
+    if (w == NULL || fsm_encode_entry(&b, s->cluster_id, &rb) != 0) {
+        free(w);
+        return;
+    }
+    w->req.data = w;
+    int rv = raft_apply(&s->raft, &w->req, &rb, 1, internal_cb);
+    if (rv != 0) {
+        if (fsm_apply_failed_keeps_buffer(rv)) {
+            raft_free(rb.base);
+        }
+        free(w);
+        return;
+    }
+    log_debug("api", "compacting history up to revision %llu",
+              (unsigned long long)to);
+}
+
 static void tick_cb(uv_timer_t *t)
 {
     struct server *s = t->data;
@@ -1828,6 +1873,9 @@ static void tick_cb(uv_timer_t *t)
         replace_failed_voter(s);
         if (++s->prune_ticks % 8 == 0) {
             prune_members(s);
+        }
+        if (s->prune_ticks % 4 == 0) {
+            auto_compact(s);
         }
     }
     auto_promote(s);

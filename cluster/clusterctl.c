@@ -2204,8 +2204,10 @@ static const char join_help[] =
     "and is promoted to voter or standby by itself.\n";
 
 /* Set key = value in a "key = value" file, keeping every other line. */
-static int conf_set_all(const char *path, const char *const *keys,
-                        const char *const *values, size_t n)
+static int conf_set_all(const char *path,
+                        const char *const *keys,
+                        const char *const *values,
+                        size_t n)
 {
     FILE *in = fopen(path, "r");
     char tmp[4200];
@@ -2294,10 +2296,11 @@ static int join_main(int argc, char **argv)
         json_cstr(g.endpoints_csv);
         printf("}\n");
     } else {
-        printf("wrote %s: clusterd joins %s on its first start\n"
-               "next: systemctl start clusterd   (or: clusterd --config "
-               "%s)\n",
-               config, g.endpoints_csv, config);
+        printf(
+            "wrote %s: clusterd joins %s on its first start\n"
+            "next: systemctl start clusterd   (or: clusterd --config "
+            "%s)\n",
+            config, g.endpoints_csv, config);
     }
     return EXIT_OK;
 }
@@ -2373,14 +2376,17 @@ static int leave_main(int argc, char **argv)
     cd_client_close(c);
     if (rc != 0) {
         fail("leave: stop the node", rc, 0);
-        fprintf(stderr, "clusterctl: node %" PRIu64 " is removed; stop its "
-                        "clusterd by hand (systemctl stop clusterd)\n",
+        fprintf(stderr,
+                "clusterctl: node %" PRIu64
+                " is removed; stop its "
+                "clusterd by hand (systemctl stop clusterd)\n",
                 id);
         return EXIT_FAIL;
     }
     codec_msg_free(&resp);
     if (!g.json) {
-        printf("node %" PRIu64 " left the cluster and is stopping; wipe its "
+        printf("node %" PRIu64
+               " left the cluster and is stopping; wipe its "
                "data directory before it joins again\n",
                id);
     }

@@ -18,6 +18,7 @@ void config_defaults(struct cd_config *c)
     snprintf(c->profile, sizeof c->profile, "default");
     c->snapshot_threshold = 1024;
     c->snapshot_trailing = 512;
+    c->history_revisions = 100000;
     c->voters = 3;
     c->failure_timeout_ms = 10000;
     c->max_conns = 1024;
@@ -119,6 +120,8 @@ int config_set(struct cd_config *c,
         UINT(snapshot_threshold, 16, 100000000);
     } else if (strcmp(key, "snapshot_trailing") == 0) {
         UINT(snapshot_trailing, 0, 100000000);
+    } else if (strcmp(key, "history_revisions") == 0) {
+        UINT(history_revisions, 100, 1000000000);
     } else if (strcmp(key, "voters") == 0) {
         UINT(voters, 1, 7);
         if (c->voters % 2 == 0) {
@@ -201,10 +204,10 @@ int config_finish(struct cd_config *c, char *err, size_t errlen)
     if (!c->timing_set || c->heartbeat_ms == 0 || c->election_ms == 0) {
         int fast = strcmp(c->profile, "fast") == 0;
         if (c->heartbeat_ms == 0) {
-            c->heartbeat_ms = fast ? 25 : 100;
+            c->heartbeat_ms = fast ? 25 : 50;
         }
         if (c->election_ms == 0) {
-            c->election_ms = fast ? 150 : 1000;
+            c->election_ms = fast ? 150 : 500;
         }
     }
     if (c->election_ms < 2 * c->heartbeat_ms) {

@@ -48,7 +48,9 @@ struct fsm
      * one may arrive; raft simply tries again after a later entry.
      */
     int (*may_snapshot)(void *arg);
-    /* The store failed as a whole (disk error, corruption): fail safe. */
+    /* The store failed as a whole (disk error, corruption, map full): fail
+     * safe.  It must not return: apply reports success to raft after it,
+     * and the entry would count as applied. */
     void (*fatal)(void *arg, int err);
     void *arg;
     struct cd_result *scratch;

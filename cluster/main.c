@@ -25,27 +25,28 @@ static struct server *srv;
 
 static void usage(FILE *f)
 {
-    fprintf(f,
-            "usage: clusterd [--config FILE] [--data DIR] [--raft ADDR] "
-            "[--api ADDR]\n"
-            "                [--bootstrap [--restore BACKUP] | --join ENDPOINTS "
-            "--token TOKEN]\n"
-            "                [--profile default|fast] [--set KEY=VALUE]... "
-            "[--log-level LEVEL]\n\n"
-            "  --bootstrap   create a new cluster with this node as its "
-            "first parent\n"
-            "  --join        join the cluster at ENDPOINTS (API addresses, "
-            "comma-separated)\n"
-            "  --restore FILE  with --bootstrap: start the new cluster from a "
-            "backup\n"
-            "  --force-new-cluster  disaster recovery: make this surviving "
-            "parent\n"
-            "                the only voter, keeping all data (run on one "
-            "node only)\n"
-            "  --set K=V     any setting of the configuration file (see "
-            "clusterd.conf(5))\n\n"
-            "A node that has joined or bootstrapped restarts with neither "
-            "flag.\n");
+    fprintf(
+        f,
+        "usage: clusterd [--config FILE] [--data DIR] [--raft ADDR] "
+        "[--api ADDR]\n"
+        "                [--bootstrap [--restore BACKUP] | --join ENDPOINTS "
+        "--token TOKEN]\n"
+        "                [--profile default|fast] [--set KEY=VALUE]... "
+        "[--log-level LEVEL]\n\n"
+        "  --bootstrap   create a new cluster with this node as its "
+        "first parent\n"
+        "  --join        join the cluster at ENDPOINTS (API addresses, "
+        "comma-separated)\n"
+        "  --restore FILE  with --bootstrap: start the new cluster from a "
+        "backup\n"
+        "  --force-new-cluster  disaster recovery: make this surviving "
+        "parent\n"
+        "                the only voter, keeping all data (run on one "
+        "node only)\n"
+        "  --set K=V     any setting of the configuration file (see "
+        "clusterd.conf(5))\n\n"
+        "A node that has joined or bootstrapped restarts with neither "
+        "flag.\n");
 }
 
 static void stopped_cb(struct server *s)

@@ -49,6 +49,14 @@ struct server
     struct raft_io io;
     struct raft_uv_transport transport;
     int raft_inited;
+    /* The transport's own listen/connect, wrapped to set TCP_NODELAY. */
+    int (*tcp_listen)(struct raft_uv_transport *t, raft_uv_accept_cb cb);
+    int (*tcp_connect)(struct raft_uv_transport *t,
+                       struct raft_uv_connect *req,
+                       raft_id id,
+                       const char *address,
+                       raft_uv_connect_cb cb);
+    raft_uv_accept_cb raft_accept_cb;
 
     /* Leadership. */
     uv_prepare_t prepare;

@@ -9,7 +9,9 @@
  * begun writing come from LMDB itself (the map filling up): then the whole
  * transaction is aborted and the batch is run again with each op in a
  * nested transaction, so that the op that hit the limit fails alone.  The
- * fast path pays nothing for that safety.
+ * fast path pays nothing for that safety.  Only for local writes, though:
+ * a replicated entry (with a Raft index) that does not fit fails as a whole
+ * (see store_apply), since replicas must never differ.
  */
 #include "store_int.h"
 
@@ -1016,6 +1018,17 @@ int store_apply(struct store *s,
     }
     int rc = apply_txn(s, batch, raft_index, results, 0);
     if (rc == APPLY_RETRY_NESTED) {
+        if (raft_index != 0) {
+            /*
+             * A replicated entry must apply identically everywhere, and
+             * whether an op fits in the map depends on this node's file
+             * (its size, its layout after a restore): failing the op alone
+             * would let replicas diverge for good, since replay skips the
+             * index.  The whole entry fails; the node stops (fsm fatal)
+             * with its store intact, and the others go on.
+             */
+            return CD_EMAPFULL;
+        }
         rc = apply_txn(s, batch, raft_index, results, 1);
     }
     return rc;

@@ -94,6 +94,11 @@ void store_close(struct store *s);
  * op's outcome: a failing op (bad key, value too big, a compaction of a
  * bad revision, a duplicate request id) fails alone, with its status in
  * results[i].status, and changes nothing; the other ops still apply.
+ * Running out of map space is different: with raft_index 0 the op that did
+ * not fit fails alone (CD_EMAPFULL in its status), but a replicated entry
+ * (raft_index != 0) fails as a whole with CD_EMAPFULL and nothing applied,
+ * because whether it fits depends on this node's file, and replicas must
+ * never differ.
  *
  * raft_index 0 means "not from the log": nothing is checked or recorded.
  * Otherwise a raft_index at or below the applied index is skipped and the

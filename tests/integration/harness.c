@@ -466,6 +466,28 @@ int harness_compare_stores(struct harness *h, char *why, size_t why_len)
     return have < 0 ? -ENOENT : 0;
 }
 
+int harness_store_meta(struct harness *h, int i, struct store_meta *m)
+{
+    char path[200];
+    struct store_config cfg;
+    struct store *s;
+    struct store_read *r;
+    snprintf(path, sizeof path, "%s/state.mdb", h->node[i].dir);
+    store_config_init(&cfg, path);
+    cfg.read_only = 1;
+    int rc = store_open(&cfg, &s);
+    if (rc != 0) {
+        return rc;
+    }
+    rc = store_read_begin(s, &r);
+    if (rc == 0) {
+        rc = store_read_meta(r, m);
+        store_read_end(r);
+    }
+    store_close(s);
+    return rc;
+}
+
 int harness_log_has(struct harness *h, int i, const char *needle)
 {
     FILE *f = fopen(h->node[i].log, "r");

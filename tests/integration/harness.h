@@ -16,6 +16,7 @@
 #include <sys/types.h>
 
 #include "cluster/client.h"
+#include "storage/store.h"
 
 #define HARNESS_MAX_NODES 7
 
@@ -36,7 +37,7 @@ struct harness
     int n;
     struct hnode node[HARNESS_MAX_NODES];
     const char *extra[16]; /* extra flags for every node, NULL-ended */
-    const char *restore; /* H_BOOTSTRAP starts from this backup if set */
+    const char *restore;   /* H_BOOTSTRAP starts from this backup if set */
     int formed;            /* set by the test once the initial joins are done */
     int joins_done;        /* joins after formation */
 };
@@ -74,6 +75,8 @@ int harness_wait_revision(struct harness *h, uint64_t rev, unsigned timeout_ms);
 /* Compare the kv contents of every running node's store (read-only, while
  * they run); 0 if identical, else CD_ECORRUPT with why filled. */
 int harness_compare_stores(struct harness *h, char *why, size_t why_len);
+/* Node i's store meta, read from its file (while it runs). */
+int harness_store_meta(struct harness *h, int i, struct store_meta *m);
 /* Does node i's log contain needle? */
 int harness_log_has(struct harness *h, int i, const char *needle);
 

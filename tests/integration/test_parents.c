@@ -33,6 +33,7 @@ static const char *const fast_flags[] = {"--profile", "fast",
                                          "--set",     "snapshot_threshold=64",
                                          "--set",     "snapshot_trailing=16",
                                          "--set",     "failure_timeout_ms=2000",
+                                         "--set",     "history_revisions=200",
                                          NULL};
 
 #define check_rc(expr, want)                                                  \
@@ -248,6 +249,22 @@ static void test_catch_up_by_snapshot(void **state)
     cd_client_close(c);
     check_rc(harness_start(h, victim, H_RESTART, 0), 0);
     assert_same_stores(h);
+    /* History is compacted past history_revisions (200), on every replica
+     * at the same point (the leader proposes it through Raft). */
+    sleep_ms(2000);
+    uint64_t rev = leader_revision(h);
+    check_rc(harness_wait_revision(h, rev, 10000), 0);
+    struct store_meta m0, mi;
+    check_rc(harness_store_meta(h, 0, &m0), 0);
+    if (m0.compact_rev == 0 || m0.revision - m0.compact_rev > 200 + 50) {
+        fail_msg("history not compacted: revision %llu, compacted to %llu",
+                 (unsigned long long)m0.revision,
+                 (unsigned long long)m0.compact_rev);
+    }
+    for (int i = 1; i < 3; i++) {
+        check_rc(harness_store_meta(h, i, &mi), 0);
+        assert_int_equal(mi.compact_rev, m0.compact_rev);
+    }
     if (!harness_log_has(h, victim, "restored snapshot")) {
         fail_msg(
             "node %d caught up without a snapshot: the test did not "
@@ -627,7 +644,8 @@ static void test_bad_input(void **state)
 
 /* --- watch -------------------------------------------------------------- */
 
-struct seen {
+struct seen
+{
     int events;
     uint64_t last_rev;
     int compacted;
@@ -672,8 +690,7 @@ static void test_watch_resume_and_compacted(void **state)
              0);
     assert_int_equal(s.events, 20);
     struct seen s2 = {0, 0, 0, 10};
-    check_rc(cd_client_watch(c, first + 9, "/watch/", 7, 5000, on_changes,
-                             &s2),
+    check_rc(cd_client_watch(c, first + 9, "/watch/", 7, 5000, on_changes, &s2),
              0);
     assert_int_equal(s2.events, 10);
     assert_int_equal(s2.last_rev, rev);
@@ -686,8 +703,7 @@ static void test_watch_resume_and_compacted(void **state)
     check_rc(cd_client_call(c, &req, &resp), 0);
     codec_msg_free(&resp);
     struct seen s3 = {0, 0, 0, 1};
-    check_rc(cd_client_watch(c, first, "/watch/", 7, 5000, on_changes, &s3),
-             0);
+    check_rc(cd_client_watch(c, first, "/watch/", 7, 5000, on_changes, &s3), 0);
     assert_int_equal(s3.compacted, 1);
     cd_client_close(c);
 }
@@ -736,8 +752,7 @@ static void test_rolling_restart_loses_nothing(void **state)
             char key[64];
             char *val = NULL;
             size_t len;
-            snprintf(key, sizeof key, "/w/%d/%06llu", t,
-                     (unsigned long long)i);
+            snprintf(key, sizeof key, "/w/%d/%06llu", t, (unsigned long long)i);
             int rc = cd_client_get(c, key, strlen(key), 0, &val, &len, NULL);
             if (rc != 0) {
                 fail_msg("acknowledged write %s lost in the rolling restart",

@@ -709,6 +709,15 @@ static void test_map_full(void **state)
     }
     check_ok(s);
 
+    /* A replicated entry that does not fit fails as a whole: replicas with
+     * other file layouts must not end up applying a different subset. */
+    uint64_t before = meta(s).revision;
+    rc = store_apply(s, &b, 1000, res);
+    assert_rc(rc, CD_EMAPFULL);
+    assert_int_equal(meta(s).revision, before);
+    assert_int_equal(meta(s).applied_index, 0);
+    check_ok(s);
+
     /* Reopen: still good. */
     store_close(s);
     assert_rc(store_open(&cfg, &s), 0);
