@@ -235,6 +235,7 @@ bench: bench-store
 bench-cluster: ensure-deps
 	$(Q)$(MAKE) --no-print-directory $(BIN)/clusterd $(BIN)/bench_cluster
 	$(Q)BUILD=$(BUILD) bash tests/bench/bench.sh
+	$(Q)BUILD=$(BUILD) bash tests/bench/elections.sh
 
 # --- style -------------------------------------------------------------
 STYLE_SRC = $(shell git ls-files '*.c' '*.h' 2>/dev/null || find lib storage proto cluster agents tests -name '*.[ch]')

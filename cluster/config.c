@@ -207,7 +207,7 @@ int config_finish(struct cd_config *c, char *err, size_t errlen)
             c->heartbeat_ms = fast ? 25 : 50;
         }
         if (c->election_ms == 0) {
-            c->election_ms = fast ? 150 : 500;
+            c->election_ms = fast ? 150 : 400;
         }
     }
     if (c->election_ms < 2 * c->heartbeat_ms) {

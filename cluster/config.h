@@ -5,7 +5,7 @@
  * a clear error naming it (CD_ECONFIG), never silently ignored.
  *
  * Timing comes in two profiles, chosen with "profile": "default" (safe on a
- * loaded LAN: heartbeat 50 ms, election 500 ms, etcd's 1:10 ratio) and
+ * loaded LAN: heartbeat 50 ms, election 400 ms) and
  * "fast" (heartbeat 25 ms, election 150 ms); explicit heartbeat_ms /
  * election_ms override the profile whatever their order.
  */

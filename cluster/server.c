@@ -607,15 +607,35 @@ static int start_raft(struct server *s, int bootstrap)
     return 0;
 }
 
+/* mkdir -p: a data directory whose parents do not exist yet is fine. */
+static int mkdir_parents(const char *path)
+{
+    char buf[256];
+    snprintf(buf, sizeof buf, "%s", path);
+    for (char *p = buf + 1; *p != '\0'; p++) {
+        if (*p == '/') {
+            *p = '\0';
+            if (mkdir(buf, 0755) != 0 && errno != EEXIST) {
+                return -errno;
+            }
+            *p = '/';
+        }
+    }
+    if (mkdir(buf, 0755) != 0 && errno != EEXIST) {
+        return -errno;
+    }
+    return 0;
+}
+
 int server_start(struct server *s)
 {
     int rc;
     /* Followers die of SIGPIPE when a peer vanishes mid-write otherwise. */
     signal(SIGPIPE, SIG_IGN);
-    if (mkdir(s->cfg.data_dir, 0755) != 0 && errno != EEXIST) {
+    if ((rc = mkdir_parents(s->cfg.data_dir)) != 0) {
         log_error("server", "cannot create %s: %s", s->cfg.data_dir,
-                  strerror(errno));
-        return -errno;
+                  strerror(-rc));
+        return rc;
     }
     if ((rc = lock_data_dir(s)) != 0) {
         return rc;
