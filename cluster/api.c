@@ -844,49 +844,20 @@ static int propose_put(struct server *s, const char *key, const char *value)
     return propose_put_for(s, key, value, NULL);
 }
 
-static int propose_delete_prefix(struct server *s, const char *prefix)
+/*
+ * Propose one op of the server's own (not a client's) as its own entry.
+ * The op's bytes are copied into the entry at once.  With out, the caller
+ * gets the request to fill in who waits for the commit; it may do so
+ * before the loop turns, since the callback cannot have run yet.
+ */
+static int propose_op(struct server *s,
+                      const struct cd_op *op,
+                      struct internal_write **out)
 {
-    struct cd_op op = {.type = CD_OP_DELETE_PREFIX,
-                       .key = {prefix, strlen(prefix)}};
-    struct cd_batch b = {server__wall_ms(), &op, 1};
+    struct cd_batch b = {server__wall_ms(), op, 1};
     struct raft_buffer rb;
     struct internal_write *w = calloc(1, sizeof *w);
     int rc = w == NULL ? -ENOMEM : fsm_encode_entry(&b, s->cluster_id, &rb);
-    if (rc != 0) {
-        free(w);
-        return rc;
-    }
-    w->req.data = w;
-    int rv = raft_apply(&s->raft, &w->req, &rb, 1, internal_cb);
-    if (rv != 0) {
-        if (fsm_apply_failed_keeps_buffer(rv)) {
-            raft_free(rb.base);
-        }
-        free(w);
-        return server__raft_err(rv);
-    }
-    return 0;
-}
-
-/* Propose key = value; with out, the caller may fill in who to answer
- * before the loop turns (the callback cannot have run yet). */
-static int propose_put_for(struct server *s,
-                           const char *key,
-                           const char *value,
-                           struct internal_write **out)
-{
-    struct internal_write *w = calloc(1, sizeof *w);
-    struct raft_buffer rb;
-    if (w == NULL) {
-        return -ENOMEM;
-    }
-    snprintf(w->key, sizeof w->key, "%s", key);
-    snprintf(w->value, sizeof w->value, "%s", value);
-    struct cd_op op = {.type = CD_OP_PUT,
-                       .key = {w->key, strlen(w->key)},
-                       .value = {w->value, strlen(w->value)}};
-    struct cd_batch b = {server__wall_ms(), &op, 1};
-    int rc = fsm_encode_entry(&b, s->cluster_id, &rb);
     if (rc != 0) {
         free(w);
         return rc;
@@ -905,6 +876,24 @@ static int propose_put_for(struct server *s,
         *out = w;
     }
     return 0;
+}
+
+static int propose_delete_prefix(struct server *s, const char *prefix)
+{
+    struct cd_op op = {.type = CD_OP_DELETE_PREFIX,
+                       .key = {prefix, strlen(prefix)}};
+    return propose_op(s, &op, NULL);
+}
+
+static int propose_put_for(struct server *s,
+                           const char *key,
+                           const char *value,
+                           struct internal_write **out)
+{
+    struct cd_op op = {.type = CD_OP_PUT,
+                       .key = {key, strlen(key)},
+                       .value = {value, strlen(value)}};
+    return propose_op(s, &op, out);
 }
 
 static void change_reply(struct server *s, int rc)
@@ -1802,23 +1791,9 @@ static void prune_members(struct server *s)
         return;
     }
     struct cd_op op = {.type = CD_OP_DELETE, .key = {a.key, strlen(a.key)}};
-    struct cd_batch b = {server__wall_ms(), &op, 1};
-    struct raft_buffer rb;
-    struct internal_write *w = calloc(1, sizeof *w);
-    if (w == NULL || fsm_encode_entry(&b, s->cluster_id, &rb) != 0) {
-        free(w);
-        return;
+    if (propose_op(s, &op, NULL) == 0) {
+        log_info("api", "removed the stale member record %s", a.key);
     }
-    w->req.data = w;
-    int rv = raft_apply(&s->raft, &w->req, &rb, 1, internal_cb);
-    if (rv != 0) {
-        if (fsm_apply_failed_keeps_buffer(rv)) {
-            raft_free(rb.base);
-        }
-        free(w);
-        return;
-    }
-    log_info("api", "removed the stale member record %s", a.key);
 }
 
 /*
@@ -1845,24 +1820,10 @@ static void auto_compact(struct server *s)
         to = m.compact_rev + 10000;
     }
     struct cd_op op = {.type = CD_OP_COMPACT, .revision = to};
-    struct cd_batch b = {server__wall_ms(), &op, 1};
-    struct raft_buffer rb;
-    struct internal_write *w = calloc(1, sizeof *w);
-    if (w == NULL || fsm_encode_entry(&b, s->cluster_id, &rb) != 0) {
-        free(w);
-        return;
+    if (propose_op(s, &op, NULL) == 0) {
+        log_debug("api", "compacting history up to revision %llu",
+                  (unsigned long long)to);
     }
-    w->req.data = w;
-    int rv = raft_apply(&s->raft, &w->req, &rb, 1, internal_cb);
-    if (rv != 0) {
-        if (fsm_apply_failed_keeps_buffer(rv)) {
-            raft_free(rb.base);
-        }
-        free(w);
-        return;
-    }
-    log_debug("api", "compacting history up to revision %llu",
-              (unsigned long long)to);
 }
 
 static void tick_cb(uv_timer_t *t)
