@@ -552,6 +552,7 @@ static int raw_read(int fd, struct cd_msg *m)
 {
     uint8_t hdr[4];
     size_t got = 0;
+    memset(m, 0, sizeof *m);
     while (got < 4) {
         ssize_t n = read(fd, hdr + got, 4 - got);
         if (n <= 0) {
