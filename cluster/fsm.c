@@ -110,50 +110,82 @@ static int slurp(int fd, size_t head, struct raft_buffer *out)
     return 0;
 }
 
+#define FSM_PLACEHOLDER_MAGIC "CDSNAPPH"
+
+int fsm_is_placeholder(const struct raft_buffer *buf)
+{
+    return buf->len == FSM_SNAP_HEADER &&
+           memcmp(buf->base, FSM_PLACEHOLDER_MAGIC, 8) == 0;
+}
+
+int fsm_snapshot_copy(struct store *store, struct raft_buffer *out)
+{
+    struct store_read *r;
+    struct store_meta m;
+    int rc = store_read_begin(store, &r);
+    if (rc != 0) {
+        return rc;
+    }
+    rc = store_read_meta(r, &m);
+    store_read_end(r);
+    if (rc != 0) {
+        return rc;
+    }
+    int fd = memfd_create("clusterd-snapshot", MFD_CLOEXEC);
+    if (fd < 0) {
+        return -errno;
+    }
+    /* The copy starts after the meta read, so it holds at least that
+     * state: the header's index is never ahead of the content. */
+    rc = store_snapshot(store, fd, NULL);
+    if (rc == 0) {
+        rc = slurp(fd, FSM_SNAP_HEADER, out);
+    }
+    close(fd);
+    if (rc != 0) {
+        return rc;
+    }
+    uint8_t *h = out->base;
+    memcpy(h, FSM_SNAP_MAGIC, 8); /* NOLINT: 8 bytes, not a C string */
+    record_put_be64(h + 8, m.applied_index);
+    record_put_be64(h + 16, m.revision);
+    log_info("fsm", "snapshot at index %llu, revision %llu: %zu bytes",
+             (unsigned long long)m.applied_index,
+             (unsigned long long)m.revision, out->len);
+    return 0;
+}
+
 static int fsm_snapshot(struct raft_fsm *rf,
                         struct raft_buffer *bufs[],
                         unsigned *n_bufs)
 {
     struct fsm *f = rf->data;
-    struct store_read *r;
-    struct store_meta m;
     if (f->may_snapshot != NULL && !f->may_snapshot(f->arg)) {
         return RAFT_BUSY; /* not now: raft retries after a later entry */
     }
-    int rc = store_read_begin(f->store, &r);
-    if (rc != 0) {
-        return RAFT_IOERR;
-    }
-    rc = store_read_meta(r, &m);
-    store_read_end(r);
-    if (rc != 0) {
-        return RAFT_IOERR;
-    }
-    int fd = memfd_create("clusterd-snapshot", MFD_CLOEXEC);
-    if (fd < 0) {
+    struct raft_buffer *b = raft_malloc(sizeof *b);
+    if (b == NULL) {
         return RAFT_NOMEM;
     }
-    rc = store_snapshot(f->store, fd, NULL);
-    struct raft_buffer *b = NULL;
-    if (rc == 0) {
-        b = raft_malloc(sizeof *b);
-        rc = b == NULL ? -ENOMEM : slurp(fd, FSM_SNAP_HEADER, b);
+    int rc = 0;
+    if (f->deferred_snapshot) {
+        b->base = raft_calloc(1, FSM_SNAP_HEADER);
+        b->len = FSM_SNAP_HEADER;
+        if (b->base == NULL) {
+            rc = -ENOMEM;
+        } else {
+            memcpy(b->base, FSM_PLACEHOLDER_MAGIC, 8); /* NOLINT: 8 bytes */
+        }
+    } else {
+        rc = fsm_snapshot_copy(f->store, b);
     }
-    close(fd);
     if (rc != 0) {
         raft_free(b);
         log_error("fsm", "snapshot failed: %s", cd_strerror(rc));
         return rc == -ENOMEM ? RAFT_NOMEM : RAFT_IOERR;
     }
-    uint8_t *h = b->base;
-    memcpy(h, FSM_SNAP_MAGIC, 8); /* NOLINT: 8 bytes, not a C string */
-    record_put_be64(h + 8, m.applied_index);
-    record_put_be64(h + 16, m.revision);
     *bufs = b;
     *n_bufs = 1;
-    log_info("fsm", "snapshot at index %llu, revision %llu: %zu bytes",
-             (unsigned long long)m.applied_index,
-             (unsigned long long)m.revision, b->len);
     return 0;
 }
 

@@ -55,6 +55,14 @@ struct fsm
     void *arg;
     struct cd_result *scratch;
     size_t scratch_len;
+    /*
+     * Deferred snapshots: when set, fsm's snapshot callback only returns a
+     * placeholder (fsm_is_placeholder), and the owner of the raft_io copies
+     * the store off the loop (fsm_snapshot_copy) before the snapshot is
+     * written.  libraft 0.22.1 calls snapshot (and snapshot_async) on the
+     * loop; a copy of a large store would stall it.
+     */
+    int deferred_snapshot;
     uint64_t revision; /* store revision after the last apply */
     uint64_t cluster_id;
 };
@@ -75,6 +83,17 @@ int fsm_encode_entry(const struct cd_batch *b,
  * only for the errors raised before raft took it.
  */
 int fsm_apply_failed_keeps_buffer(int raft_rv);
+
+/* Is buf the placeholder of a deferred snapshot? */
+int fsm_is_placeholder(const struct raft_buffer *buf);
+
+/*
+ * Make a snapshot of the store's current state into *out (raft_malloc).
+ * Any thread may call it (LMDB readers).  The state may be newer than the
+ * snapshot's index: apply is idempotent by index and every applied entry
+ * is committed, so replaying the entries after the index is harmless.
+ */
+int fsm_snapshot_copy(struct store *store, struct raft_buffer *out);
 
 /* No I/O.  The callbacks and arg are set by the caller afterwards. */
 int fsm_init(struct fsm *f, struct store *store);

@@ -452,6 +452,104 @@ static int connect_nodelay(struct raft_uv_transport *t,
 }
 
 /*
+ * Snapshots off the loop.  libraft 0.22.1 asks the FSM for a snapshot on
+ * the loop thread; with deferred_snapshot the FSM answers with a
+ * placeholder, and this wrapper of the uv backend's snapshot_put makes the
+ * real copy on libuv's thread pool, then hands it to the real snapshot_put
+ * (on the loop again), which writes it from its own thread.  The loop only
+ * ever waits for a few small allocations.  raft sees one snapshot put, as
+ * before; a close that arrives meanwhile waits until the copy is handed
+ * over (close_all), so that the real put never meets a closed backend.
+ */
+#define SERVER_OF_IO(i) \
+    ((struct server *)((char *)(i) - offsetof(struct server, io)))
+
+struct snapshot_job {
+    uv_work_t work;
+    struct server *s;
+    unsigned trailing;
+    struct raft_io_snapshot_put *raft_req; /* raft's own request */
+    raft_io_snapshot_put_cb raft_cb;
+    struct raft_io_snapshot_put put; /* ours, for the real put */
+    struct raft_snapshot snap;       /* raft's metadata, our buffer */
+    struct raft_buffer buf;
+    int rc;
+};
+
+static void close_all(struct server *s);
+
+static void snapshot_put_done(struct raft_io_snapshot_put *put, int status)
+{
+    struct snapshot_job *job = put->data;
+    raft_free(job->buf.base);
+    job->raft_cb(job->raft_req, status);
+    free(job);
+}
+
+static void snapshot_copy_work(uv_work_t *w)
+{
+    struct snapshot_job *job = w->data;
+    job->rc = fsm_snapshot_copy(job->s->store, &job->buf);
+}
+
+static void snapshot_copy_done(uv_work_t *w, int status)
+{
+    struct snapshot_job *job = w->data;
+    struct server *s = job->s;
+    int rv;
+    s->snap_job = NULL;
+    if (status != 0 || job->rc != 0) {
+        log_error("server", "snapshot copy failed: %s",
+                  cd_strerror(status != 0 ? status : job->rc));
+        rv = RAFT_IOERR;
+    } else {
+        job->put.data = job;
+        rv = s->io_snapshot_put(&s->io, job->trailing, &job->put, &job->snap,
+                                snapshot_put_done);
+    }
+    if (rv != 0) {
+        raft_free(job->buf.base);
+        job->raft_cb(job->raft_req, rv);
+        free(job);
+    }
+    if (s->close_deferred) {
+        s->close_deferred = 0;
+        close_all(s);
+    }
+}
+
+static int snapshot_put_deferred(struct raft_io *io, unsigned trailing,
+                                 struct raft_io_snapshot_put *req,
+                                 const struct raft_snapshot *snapshot,
+                                 raft_io_snapshot_put_cb cb)
+{
+    struct server *s = SERVER_OF_IO(io);
+    if (snapshot->n_bufs != 1 || !fsm_is_placeholder(&snapshot->bufs[0])) {
+        /* A snapshot received from the leader: real bytes already. */
+        return s->io_snapshot_put(io, trailing, req, snapshot, cb);
+    }
+    struct snapshot_job *job = calloc(1, sizeof *job);
+    if (job == NULL) {
+        return RAFT_NOMEM;
+    }
+    job->s = s;
+    job->trailing = trailing;
+    job->raft_req = req;
+    job->raft_cb = cb;
+    job->snap = *snapshot;
+    job->snap.bufs = &job->buf;
+    job->snap.n_bufs = 1;
+    job->work.data = job;
+    if (uv_queue_work(s->loop, &job->work, snapshot_copy_work,
+                      snapshot_copy_done) != 0) {
+        free(job);
+        return RAFT_IOERR;
+    }
+    s->snap_job = job;
+    return 0;
+}
+
+/*
  * libraft fails to listen with an empty message (an address in use, a
  * name that does not resolve to IPv4): try the address ourselves first so
  * that the operator reads what is wrong.
@@ -545,6 +643,9 @@ static int start_raft(struct server *s, int bootstrap)
         raft_uv_tcp_close(&s->transport);
         return CD_ERAFT;
     }
+    s->io_snapshot_put = s->io.snapshot_put;
+    s->io.snapshot_put = snapshot_put_deferred;
+    s->fsm.deferred_snapshot = 1;
     rv = raft_init(&s->raft, &s->io, &s->fsm.raft_fsm, s->id, s->cfg.raft_addr);
     if (rv != 0) {
         log_error("server", "raft init: %s", raft_errmsg(&s->raft));
@@ -763,6 +864,11 @@ void server__maybe_stopped(struct server *s)
 static void close_all(struct server *s)
 {
     if (s->closing_all) {
+        return;
+    }
+    if (s->snap_job != NULL) {
+        /* A snapshot copy is running: close once it is handed over. */
+        s->close_deferred = 1;
         return;
     }
     s->closing_all = 1;

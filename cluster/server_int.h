@@ -24,6 +24,7 @@ enum lead_state {
 
 struct conn;
 struct proposal;
+struct snapshot_job;
 
 /* A member is alive while its match index keeps up with the leader's log;
  * the leader appends a barrier when the log is quiet, so that it moves. */
@@ -57,6 +58,14 @@ struct server
                        const char *address,
                        raft_uv_connect_cb cb);
     raft_uv_accept_cb raft_accept_cb;
+    /* The uv backend's snapshot_put, wrapped to copy the store off the
+     * loop first; the copy in progress; a close waiting for it. */
+    int (*io_snapshot_put)(struct raft_io *io, unsigned trailing,
+                           struct raft_io_snapshot_put *req,
+                           const struct raft_snapshot *snapshot,
+                           raft_io_snapshot_put_cb cb);
+    struct snapshot_job *snap_job;
+    int close_deferred;
 
     /* Leadership. */
     uv_prepare_t prepare;
