@@ -462,9 +462,10 @@ static int connect_nodelay(struct raft_uv_transport *t,
  * over (close_all), so that the real put never meets a closed backend.
  */
 #define SERVER_OF_IO(i) \
-    ((struct server *)((char *)(i) - offsetof(struct server, io)))
+    ((struct server *)((char *)(i)-offsetof(struct server, io)))
 
-struct snapshot_job {
+struct snapshot_job
+{
     uv_work_t work;
     struct server *s;
     unsigned trailing;
@@ -518,7 +519,8 @@ static void snapshot_copy_done(uv_work_t *w, int status)
     }
 }
 
-static int snapshot_put_deferred(struct raft_io *io, unsigned trailing,
+static int snapshot_put_deferred(struct raft_io *io,
+                                 unsigned trailing,
                                  struct raft_io_snapshot_put *req,
                                  const struct raft_snapshot *snapshot,
                                  raft_io_snapshot_put_cb cb)

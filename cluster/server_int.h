@@ -60,7 +60,8 @@ struct server
     raft_uv_accept_cb raft_accept_cb;
     /* The uv backend's snapshot_put, wrapped to copy the store off the
      * loop first; the copy in progress; a close waiting for it. */
-    int (*io_snapshot_put)(struct raft_io *io, unsigned trailing,
+    int (*io_snapshot_put)(struct raft_io *io,
+                           unsigned trailing,
                            struct raft_io_snapshot_put *req,
                            const struct raft_snapshot *snapshot,
                            raft_io_snapshot_put_cb cb);
