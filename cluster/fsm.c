@@ -292,7 +292,7 @@ int fsm_apply_failed_keeps_buffer(int raft_rv)
 int fsm_init(struct fsm *f, struct store *store)
 {
     struct store_read *r;
-    struct store_meta m;
+    struct store_meta m = {0};
     memset(f, 0, sizeof *f);
     f->store = store;
     f->raft_fsm.version = 1;
