@@ -741,6 +741,29 @@ static void send_members(struct conn *c, uint64_t request_id)
 
 /* --- membership changes -------------------------------------------------- */
 
+/* A decimal number kept in the store under key: 0 and *out, CD_ENOTFOUND,
+ * or a read error.  clusterd's own records (/cluster/...) are such. */
+static int read_u64_key(struct server *s, const char *key, uint64_t *out)
+{
+    struct store_read *r;
+    struct store_kv kv;
+    int rc = store_read_begin(s->store, &r);
+    if (rc != 0) {
+        return rc;
+    }
+    rc = store_read_get(r, key, strlen(key), &kv);
+    if (rc == 0) {
+        char buf[24];
+        size_t n =
+            kv.value_len < sizeof buf - 1 ? kv.value_len : sizeof buf - 1;
+        memcpy(buf, kv.value, n);
+        buf[n] = '\0';
+        *out = strtoull(buf, NULL, 10);
+    }
+    store_read_end(r);
+    return rc;
+}
+
 /* Tokens are stored as /cluster/tokens/<sha256 hex> = expiry (ms). */
 static void token_key(const char *token, char *key, size_t len)
 {
@@ -756,26 +779,12 @@ static void token_key(const char *token, char *key, size_t len)
 static int token_valid(struct server *s, const char *token)
 {
     char key[128];
-    struct store_read *r;
-    struct store_kv kv;
+    uint64_t expires = 0;
     if (token == NULL || token[0] == '\0') {
         return 0;
     }
     token_key(token, key, sizeof key);
-    if (store_read_begin(s->store, &r) != 0) {
-        return 0;
-    }
-    int ok = 0;
-    if (store_read_get(r, key, strlen(key), &kv) == 0) {
-        char buf[32];
-        size_t n =
-            kv.value_len < sizeof buf - 1 ? kv.value_len : sizeof buf - 1;
-        memcpy(buf, kv.value, n);
-        buf[n] = '\0';
-        ok = strtoull(buf, NULL, 10) > server__wall_ms();
-    }
-    store_read_end(r);
-    return ok;
+    return read_u64_key(s, key, &expires) == 0 && expires > server__wall_ms();
 }
 
 /* Propose one internal write (not tied to a client connection). */
@@ -929,20 +938,8 @@ static void change_reply(struct server *s, int rc)
 
 static uint64_t last_id(struct server *s)
 {
-    struct store_read *r;
-    struct store_kv kv;
     uint64_t id = 0;
-    if (store_read_begin(s->store, &r) == 0) {
-        if (store_read_get(r, "/cluster/last_id", 16, &kv) == 0) {
-            char buf[24];
-            size_t n =
-                kv.value_len < sizeof buf - 1 ? kv.value_len : sizeof buf - 1;
-            memcpy(buf, kv.value, n);
-            buf[n] = '\0';
-            id = strtoull(buf, NULL, 10);
-        }
-        store_read_end(r);
-    }
+    read_u64_key(s, "/cluster/last_id", &id);
     return id;
 }
 
@@ -1556,24 +1553,12 @@ static void check_cb(uv_check_t *h)
 /* The voter target: /cluster/voters if set, else the configuration. */
 static unsigned voter_target(struct server *s)
 {
-    struct store_read *r;
-    struct store_kv kv;
-    unsigned target = s->cfg.voters;
-    if (store_read_begin(s->store, &r) == 0) {
-        if (store_read_get(r, "/cluster/voters", 15, &kv) == 0) {
-            char buf[16];
-            size_t n =
-                kv.value_len < sizeof buf - 1 ? kv.value_len : sizeof buf - 1;
-            memcpy(buf, kv.value, n);
-            buf[n] = '\0';
-            unsigned long v = strtoul(buf, NULL, 10);
-            if (v >= 1 && v <= 7 && v % 2 == 1) {
-                target = (unsigned)v;
-            }
-        }
-        store_read_end(r);
+    uint64_t v = 0;
+    if (read_u64_key(s, "/cluster/voters", &v) == 0 && v >= 1 && v <= 7 &&
+        v % 2 == 1) {
+        return (unsigned)v;
     }
-    return target;
+    return s->cfg.voters;
 }
 
 /*

@@ -33,6 +33,7 @@
 #include <unistd.h>
 
 #include "../lib/err.h"
+#include "../lib/fdio.h"
 
 #define DEFAULT_TIMEOUT_MS 5000u
 #define DEFAULT_TOTAL_TIMEOUT_MS 15000u
@@ -1072,25 +1073,6 @@ int cd_client_watch(struct cd_client *c,
     return rc;
 }
 
-static int write_all(int fd, const void *data, size_t len)
-{
-    const uint8_t *p = data;
-
-    while (len > 0) {
-        ssize_t n = write(fd, p, len);
-
-        if (n < 0) {
-            if (errno == EINTR) {
-                continue;
-            }
-            return -errno;
-        }
-        p += n;
-        len -= (size_t)n;
-    }
-    return 0;
-}
-
 int cd_client_snapshot(struct cd_client *c, int fd, uint64_t *revision)
 {
     struct cd_msg req;
@@ -1109,8 +1091,8 @@ int cd_client_snapshot(struct cd_client *c, int fd, uint64_t *revision)
             /* A gap or an overlap: the file would be silently wrong. */
             rc = CD_EMALFORMED;
         } else {
-            rc = write_all(fd, m.u.snapshot_chunk.data.data,
-                           m.u.snapshot_chunk.data.len);
+            rc = fd_write_all(fd, m.u.snapshot_chunk.data.data,
+                              m.u.snapshot_chunk.data.len);
             written += m.u.snapshot_chunk.data.len;
             if (rc == 0 && m.u.snapshot_chunk.last) {
                 if (revision != NULL) {

@@ -11,6 +11,7 @@
 #include <unistd.h>
 
 #include "../lib/err.h"
+#include "../lib/fdio.h"
 #include "../lib/log.h"
 #include "../proto/codec.h"
 #include "../storage/record.h"
@@ -224,16 +225,10 @@ static int fsm_restore(struct raft_fsm *rf, struct raft_buffer *buf)
     if (fd < 0) {
         return RAFT_NOMEM;
     }
-    size_t len = buf->len - FSM_SNAP_HEADER;
-    const uint8_t *p = h + FSM_SNAP_HEADER;
-    size_t off = 0;
-    while (off < len) {
-        ssize_t w = write(fd, p + off, len - off);
-        if (w <= 0) {
-            close(fd);
-            return RAFT_IOERR;
-        }
-        off += (size_t)w;
+    if (fd_write_all(fd, h + FSM_SNAP_HEADER, buf->len - FSM_SNAP_HEADER) !=
+        0) {
+        close(fd);
+        return RAFT_IOERR;
     }
     lseek(fd, 0, SEEK_SET);
     struct store_snapshot_info info;

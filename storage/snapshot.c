@@ -27,6 +27,7 @@
 #include <zlib.h>
 
 #include "../lib/err.h"
+#include "../lib/fdio.h"
 #include "store_int.h"
 
 #define SNAP_MAGIC "CDSNAP01"
@@ -35,44 +36,6 @@
 #define SNAP_TRAILER 24
 #define SNAP_VERSION 1
 #define SNAP_CHUNK ((size_t)256 * 1024)
-
-static int write_all(int fd, const void *buf, size_t len)
-{
-    const uint8_t *p = buf;
-    while (len > 0) {
-        ssize_t n = write(fd, p, len);
-        if (n < 0) {
-            if (errno == EINTR) {
-                continue;
-            }
-            return -errno;
-        }
-        p += n;
-        len -= (size_t)n;
-    }
-    return 0;
-}
-
-/* Read up to len bytes, stopping early only at end of input. */
-static ssize_t read_full(int fd, void *buf, size_t len)
-{
-    uint8_t *p = buf;
-    size_t got = 0;
-    while (got < len) {
-        ssize_t n = read(fd, p + got, len - got);
-        if (n < 0) {
-            if (errno == EINTR) {
-                continue;
-            }
-            return -errno;
-        }
-        if (n == 0) {
-            break;
-        }
-        got += (size_t)n;
-    }
-    return (ssize_t)got;
-}
 
 struct copy_job
 {
@@ -100,7 +63,7 @@ int store_snapshot(struct store *s, int fd, struct store_snapshot_info *info)
 
     memcpy(head, SNAP_MAGIC, 8);
     record_put_be32(head + 8, SNAP_VERSION);
-    if ((rc = write_all(fd, head, sizeof head)) != 0) {
+    if ((rc = fd_write_all(fd, head, sizeof head)) != 0) {
         return rc;
     }
     uint8_t *buf = malloc(SNAP_CHUNK);
@@ -142,7 +105,7 @@ int store_snapshot(struct store *s, int fd, struct store_snapshot_info *info)
         }
         crc = crc32(crc, buf, (uInt)n);
         total += (uint64_t)n;
-        werr = write_all(fd, buf, (size_t)n);
+        werr = fd_write_all(fd, buf, (size_t)n);
     }
     close(pfd[0]);
     pthread_join(tid, NULL);
@@ -156,7 +119,7 @@ int store_snapshot(struct store *s, int fd, struct store_snapshot_info *info)
     memcpy(tail, SNAP_END, 8);
     record_put_be64(tail + 8, total);
     record_put_be32(tail + 16, (uint32_t)crc);
-    if ((rc = write_all(fd, tail, sizeof tail)) != 0) {
+    if ((rc = fd_write_all(fd, tail, sizeof tail)) != 0) {
         return rc;
     }
     if (info != NULL) {
@@ -186,7 +149,7 @@ static int receive(int fd,
     uint64_t total = 0;
     int out, rc = 0;
 
-    ssize_t n = read_full(fd, head, sizeof head);
+    ssize_t n = fd_read_full(fd, head, sizeof head);
     if (n < 0) {
         return (int)n;
     }
@@ -224,7 +187,7 @@ static int receive(int fd,
         if (body > 0) {
             crc = crc32(crc, buf, (uInt)body);
             total += body;
-            if ((rc = write_all(out, buf, body)) != 0) {
+            if ((rc = fd_write_all(out, buf, body)) != 0) {
                 goto done;
             }
         }

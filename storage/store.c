@@ -1070,12 +1070,13 @@ int store_put(struct store *s,
     return rc;
 }
 
-int store_delete(struct store *s,
-                 const void *key,
-                 size_t key_len,
-                 uint64_t *n_deleted)
+static int delete_one(struct store *s,
+                      enum cd_op_type type,
+                      const void *key,
+                      size_t key_len,
+                      uint64_t *n_deleted)
 {
-    struct cd_op op = {.type = CD_OP_DELETE, .key = {key, key_len}};
+    struct cd_op op = {.type = type, .key = {key, key_len}};
     struct cd_result res;
     int rc = apply_one(s, &op, &res);
     if (rc == 0 && n_deleted != NULL) {
@@ -1084,19 +1085,20 @@ int store_delete(struct store *s,
     return rc;
 }
 
+int store_delete(struct store *s,
+                 const void *key,
+                 size_t key_len,
+                 uint64_t *n_deleted)
+{
+    return delete_one(s, CD_OP_DELETE, key, key_len, n_deleted);
+}
+
 int store_delete_prefix(struct store *s,
                         const void *prefix,
                         size_t prefix_len,
                         uint64_t *n_deleted)
 {
-    struct cd_op op = {.type = CD_OP_DELETE_PREFIX,
-                       .key = {prefix, prefix_len}};
-    struct cd_result res;
-    int rc = apply_one(s, &op, &res);
-    if (rc == 0 && n_deleted != NULL) {
-        *n_deleted = res.n_deleted;
-    }
-    return rc;
+    return delete_one(s, CD_OP_DELETE_PREFIX, prefix, prefix_len, n_deleted);
 }
 
 int store_compact(struct store *s, uint64_t rev)

@@ -1,0 +1,20 @@
+/*
+ * fdio.h - whole reads and writes on file descriptors.
+ *
+ * write(2) and read(2) may move fewer bytes than asked and may be
+ * interrupted; these loop until done.  Any thread may call them.
+ */
+#ifndef CD_FDIO_H
+#define CD_FDIO_H
+
+#include <stddef.h>
+#include <sys/types.h>
+
+/* Write all len bytes.  0, or -errno of write(2). */
+int fd_write_all(int fd, const void *buf, size_t len);
+
+/* Read up to len bytes, stopping early only at end of input.  The number
+ * read, or -errno of read(2). */
+ssize_t fd_read_full(int fd, void *buf, size_t len);
+
+#endif
