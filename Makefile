@@ -68,7 +68,11 @@ CLIENT_OBJ := $(patsubst %.c,$(OBJ)/%.o,$(LIB_SRC) $(STORE_SRC))
 CLUSTER_MAINS := cluster/main.c cluster/clusterctl.c cluster/store_tool.c
 CLUSTER_SRC := $(filter-out $(CLUSTER_MAINS),$(wildcard cluster/*.c))
 CLUSTER_OBJ := $(patsubst %.c,$(OBJ)/%.o,$(CLUSTER_SRC))
-CORE_LIBS := $(LIBDIR)/libcdcluster.a $(LIBDIR)/libcdcore.a
+# agents/: the child side; every file but the child's main is library code.
+AGENT_MAINS := agents/child_main.c
+AGENT_SRC := $(filter-out $(AGENT_MAINS),$(wildcard agents/*.c))
+AGENT_OBJ := $(patsubst %.c,$(OBJ)/%.o,$(AGENT_SRC))
+CORE_LIBS := $(LIBDIR)/libcdagent.a $(LIBDIR)/libcdcluster.a $(LIBDIR)/libcdcore.a
 
 UNIT_SRC := $(wildcard tests/unit/test_*.c)
 UNIT_BIN := $(patsubst tests/unit/%.c,$(TESTBIN)/%,$(UNIT_SRC))
@@ -85,7 +89,7 @@ BENCH_BIN := $(patsubst tests/bench/%.c,$(BIN)/%,$(BENCH_SRC))
 .DEFAULT_GOAL := all
 
 PROGRAMS := $(BIN)/clusterd $(BIN)/clusterd-store $(BIN)/clusterd-read \
-            $(BIN)/clusterctl
+            $(BIN)/clusterctl $(if $(wildcard agents/child_main.c),$(BIN)/clusterd-child)
 
 all: raft-version $(LIBDIR)/libcdcore.a $(LIBDIR)/libclusterd.a \
      $(LIBDIR)/libclusterd.so $(PROGRAMS) $(UNIT_BIN) $(INTEG_BIN) \
@@ -126,6 +130,11 @@ $(LIBDIR)/libcdcluster.a: $(CLUSTER_OBJ)
 	$(Q)mkdir -p $(@D)
 	$(Q)rm -f $@ && ar rcs $@ $^
 
+$(LIBDIR)/libcdagent.a: $(AGENT_OBJ)
+	$(call say,AR,$@)
+	$(Q)mkdir -p $(@D)
+	$(Q)rm -f $@ && ar rcs $@ $(AGENT_OBJ)
+
 # libclusterd: the read-only client library for programs on a node.
 $(LIBDIR)/libclusterd.a: $(CLIENT_OBJ)
 	$(call say,AR,$@)
@@ -144,6 +153,11 @@ $(BIN)/clusterd-store: cluster/store_tool.c $(CORE_LIBS)
 	$(Q)$(CC) $(ALL_CFLAGS) -MMD -MP $< -o $@ $(ALL_LDFLAGS) $(CORE_LIBS) $(LIBS)
 
 $(BIN)/clusterd: cluster/main.c $(CORE_LIBS)
+	$(call say,CCLD,$@)
+	$(Q)mkdir -p $(@D)
+	$(Q)$(CC) $(ALL_CFLAGS) -MMD -MP $< -o $@ $(ALL_LDFLAGS) $(CORE_LIBS) $(LIBS)
+
+$(BIN)/clusterd-child: agents/child_main.c $(CORE_LIBS)
 	$(call say,CCLD,$@)
 	$(Q)mkdir -p $(@D)
 	$(Q)$(CC) $(ALL_CFLAGS) -MMD -MP $< -o $@ $(ALL_LDFLAGS) $(CORE_LIBS) $(LIBS)
@@ -168,7 +182,7 @@ $(TESTBIN)/%: tests/unit/%.c $(CORE_LIBS)
 
 # Integration tests start real clusterd processes: they need the binary.
 $(TESTBIN)/test_%: tests/integration/test_%.c tests/integration/harness.c \
-                   tests/integration/harness.h $(CORE_LIBS) $(BIN)/clusterd
+                   tests/integration/harness.h $(CORE_LIBS) $(PROGRAMS)
 	$(call say,CCLD,$@)
 	$(Q)mkdir -p $(@D)
 	$(Q)$(CC) $(ALL_CFLAGS) -MMD -MP $< tests/integration/harness.c -o $@ \
