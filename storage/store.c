@@ -1034,6 +1034,126 @@ int store_apply(struct store *s,
     return rc;
 }
 
+/* --- a child's cache: applying the parents' changes ----------------------- */
+
+/* Write one change exactly as the parents recorded it. */
+static int mirror_change(struct apply_ctx *c, const struct store_change *ch)
+{
+    struct cd_buf key = {ch->kv.key, ch->kv.key_len};
+    int rc = check_key(c->s, key);
+    if (rc != 0) {
+        return rc;
+    }
+    MDB_val k = {key.len, (void *)(uintptr_t)key.data};
+    struct record_change rch = {
+        .type = (uint8_t)ch->type,
+        .create_rev = ch->kv.create_rev,
+        .mod_rev = ch->revision,
+        .key = key.data,
+        .key_len = key.len,
+    };
+    if (ch->type == STORE_CHANGE_PUT) {
+        if ((rc = check_value(
+                 c->s, (struct cd_buf){ch->kv.value, ch->kv.value_len})) != 0) {
+            return rc;
+        }
+        struct record_kv rec = {
+            .create_rev = ch->kv.create_rev,
+            .mod_rev = ch->revision,
+            .version = ch->kv.version,
+            .value = ch->kv.value,
+            .value_len = ch->kv.value_len,
+        };
+        MDB_val v = {record_kv_size(rec.value_len), NULL};
+        rc = mdb_put(c->txn, c->s->dbi[STORE__KV], &k, &v, MDB_RESERVE);
+        if (rc != 0) {
+            return store__lmdb_err(rc);
+        }
+        record_kv_encode(v.mv_data, &rec);
+        rch.version = rec.version;
+        rch.value = rec.value;
+        rch.value_len = rec.value_len;
+    } else if (ch->type == STORE_CHANGE_DELETE) {
+        rc = mdb_del(c->txn, c->s->dbi[STORE__KV], &k, NULL);
+        if (rc != 0 && rc != MDB_NOTFOUND) {
+            return store__lmdb_err(rc);
+        }
+    } else {
+        return CD_EBADOP;
+    }
+    c->op_rev = ch->revision;
+    c->sub = ch->sub;
+    return put_change(c, &rch);
+}
+
+int store_apply_changes(struct store *s,
+                        const struct store_change *changes,
+                        size_t n,
+                        uint64_t revision,
+                        uint64_t compact_rev,
+                        uint64_t time_ms)
+{
+    if (s == NULL || (n > 0 && changes == NULL)) {
+        return -EINVAL;
+    }
+    if (s->cfg.read_only) {
+        return -EROFS;
+    }
+    /* The order is checked before anything is written: history is
+     * appended, so a change out of order would read as corruption. */
+    for (size_t i = 0; i < n; i++) {
+        const struct store_change *ch = &changes[i];
+        if (ch->revision == 0 || ch->revision > revision ||
+            (i > 0 && (ch->revision < changes[i - 1].revision ||
+                       (ch->revision == changes[i - 1].revision &&
+                        ch->sub <= changes[i - 1].sub)))) {
+            return CD_EBADREV;
+        }
+    }
+    struct apply_ctx c = {.s = s, .time_ms = time_ms};
+    struct store_meta m;
+    int rc;
+    if ((rc = mdb_txn_begin(s->env, NULL, 0, &c.txn)) != 0) {
+        return store__lmdb_err(rc);
+    }
+    if ((rc = store__meta_read(c.txn, s, &m)) != 0) {
+        goto abort;
+    }
+    if (revision <= m.revision) {
+        rc = -EALREADY; /* never backwards: a replayed or stale batch */
+        goto abort;
+    }
+    c.compact = m.compact_rev;
+    for (size_t i = 0; i < n; i++) {
+        if (changes[i].revision <= m.revision) {
+            continue; /* already here (a batch that overlaps the cache) */
+        }
+        if ((rc = mirror_change(&c, &changes[i])) != 0) {
+            goto abort;
+        }
+    }
+    c.rev = revision;
+    if (compact_rev > c.compact && compact_rev <= revision &&
+        (rc = do_compact(&c, compact_rev)) != 0) {
+        goto abort;
+    }
+    if ((rc = store__meta_put(c.txn, s, META_REVISION, revision)) != 0 ||
+        (c.compact_dirty &&
+         (rc = store__meta_put(c.txn, s, META_COMPACT, c.compact)) != 0) ||
+        (time_ms != 0 && time_ms != m.updated_ms &&
+         (rc = store__meta_put(c.txn, s, META_UPDATED, time_ms)) != 0)) {
+        goto abort;
+    }
+    if ((rc = mdb_txn_commit(c.txn)) != 0) {
+        return store__lmdb_err(rc);
+    }
+    return 0;
+
+abort:
+    mdb_txn_abort(c.txn);
+    return rc;
+}
+
 /* The one-op wrappers are local writes, never replicated, so they may
  * stamp the batch with this node's clock. */
 static uint64_t wall_ms(void)

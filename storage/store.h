@@ -134,6 +134,30 @@ int store_delete_prefix(struct store *s,
  * CD_ECOMPACTED if rev <= the compaction revision. */
 int store_compact(struct store *s, uint64_t rev);
 
+struct store_change; /* defined with the reading calls below */
+
+/*
+ * A child's cache: apply, in one write transaction, a run of changes as a
+ * parent's history recorded them (revision, sub, create_rev, version kept
+ * as they are), and move the cache to revision (normally the last change's:
+ * a cache follows every key, and store_check wants every revision's
+ * changes).  Changes at or below the
+ * cache's revision are skipped; a revision at or below it returns
+ * -EALREADY with nothing written, so the cache never goes backwards.
+ * compact_rev, when above the cache's compaction revision and not past
+ * revision, drops the history up to it as the parent did.  time_ms (0: leave
+ * as is) is the parents' time of the batch.
+ * Errors (nothing written): CD_EBADREV (changes out of order or past
+ * revision), CD_EBADKEY, CD_EKEYTOOBIG, CD_EVALTOOBIG, CD_EBADOP (unknown
+ * change type), CD_EMAPFULL, -EROFS, -EINVAL, CD_ELMDB.
+ */
+int store_apply_changes(struct store *s,
+                        const struct store_change *changes,
+                        size_t n,
+                        uint64_t revision,
+                        uint64_t compact_rev,
+                        uint64_t time_ms);
+
 /* Flush everything committed so far to disk (for STORE_DURABLE_DEFERRED). */
 int store_sync(struct store *s);
 

@@ -504,6 +504,150 @@ static void test_changes_and_compact(void **state)
     check_ok(f->s);
 }
 
+/* Changes copied out of a read view (a child receives them on the wire). */
+struct copied
+{
+    struct store_change ch[64];
+    char buf[64][2][32];
+    size_t n;
+};
+
+static int copy_change(void *arg, const struct store_change *c)
+{
+    struct copied *cp = arg;
+    assert_true(cp->n < 64);
+    struct store_change *d = &cp->ch[cp->n];
+    *d = *c;
+    assert_true(c->kv.key_len < 32 && c->kv.value_len < 32);
+    memcpy(cp->buf[cp->n][0], c->kv.key, c->kv.key_len);
+    memcpy(cp->buf[cp->n][1], c->kv.value, c->kv.value_len);
+    d->kv.key = cp->buf[cp->n][0];
+    d->kv.value = cp->buf[cp->n][1];
+    cp->n++;
+    return 0;
+}
+
+/* Every key, value and revision triple of a store, as one string. */
+static int dump_kv(void *arg, const struct store_kv *kv)
+{
+    char *out = arg;
+    size_t len = strlen(out);
+    snprintf(out + len, 2048 - len, "%.*s=%.*s@%llu/%llu/%llu;",
+             (int)kv->key_len, (const char *)kv->key, (int)kv->value_len,
+             (const char *)kv->value, (unsigned long long)kv->create_rev,
+             (unsigned long long)kv->mod_rev, (unsigned long long)kv->version);
+    return 0;
+}
+
+static void dump(struct store *s, char *out)
+{
+    struct store_read *r;
+    out[0] = '\0';
+    assert_rc(store_read_begin(s, &r), 0);
+    assert_rc(store_read_range(r, NULL, 0, NULL, 0, 0, dump_kv, out, NULL), 0);
+    store_read_end(r);
+}
+
+static void test_apply_changes(void **state)
+{
+    struct fx *f = *state;
+    struct store *cache;
+    struct store_config cfg;
+    char path[128], want[2048], got[2048];
+    snprintf(path, sizeof path, "%s/cache.mdb", f->dir);
+    store_config_init(&cfg, path);
+    cfg.durability = STORE_DURABLE_NONE;
+    assert_rc(store_open(&cfg, &cache), 0);
+
+    assert_rc(store_put(f->s, S("/a"), S("1"), NULL), 0);    /* 1 */
+    assert_rc(store_put(f->s, S("/b/1"), S("2"), NULL), 0);  /* 2 */
+    assert_rc(store_put(f->s, S("/b/2"), S("3"), NULL), 0);  /* 3 */
+    assert_rc(store_put(f->s, S("/a"), S("4"), NULL), 0);    /* 4 */
+    assert_rc(store_delete_prefix(f->s, S("/b/"), NULL), 0); /* 5.0-1 */
+    assert_rc(store_put(f->s, S("/b/1"), S("5"), NULL), 0);  /* 6 */
+
+    /* Follow in pages of two changes, as a child does. */
+    uint64_t since = 0, next = 0;
+    int pages = 0;
+    do {
+        struct store_read *r;
+        struct copied cp = {.n = 0};
+        assert_rc(store_read_begin(f->s, &r), 0);
+        assert_rc(store_read_changes(r, since, 2, copy_change, &cp, &next), 0);
+        store_read_end(r);
+        if (next == since) {
+            break;
+        }
+        assert_rc(store_apply_changes(cache, cp.ch, cp.n, next, 0, 1234), 0);
+        /* The same batch again (a reconnect replays it): nothing moves. */
+        assert_rc(store_apply_changes(cache, cp.ch, cp.n, next, 0, 1234),
+                  -EALREADY);
+        assert_int_equal(meta(cache).revision, next);
+        since = next;
+        pages++;
+    } while (pages < 10);
+    assert_int_equal(since, 6);
+    dump(f->s, want);
+    dump(cache, got);
+    assert_string_equal(got, want);
+    assert_string_equal(got, "/a=4@1/4/2;/b/1=5@6/6/1;");
+    check_ok(cache);
+
+    /* A heartbeat (no change, the same revision): nothing moves. */
+    assert_rc(store_apply_changes(cache, NULL, 0, 6, 0, 0), -EALREADY);
+    assert_int_equal(meta(cache).updated_ms, 1234);
+
+    /* Out of order or past the batch revision: refused, nothing written. */
+    struct store_change bad[2] = {
+        {.revision = 7,
+         .sub = 0,
+         .type = STORE_CHANGE_PUT,
+         .kv = {.key = "/z",
+                .key_len = 2,
+                .value = "v",
+                .value_len = 1,
+                .create_rev = 7,
+                .mod_rev = 7,
+                .version = 1}},
+        {.revision = 6,
+         .sub = 0,
+         .type = STORE_CHANGE_PUT,
+         .kv = {.key = "/y",
+                .key_len = 2,
+                .value = "v",
+                .value_len = 1,
+                .create_rev = 6,
+                .mod_rev = 6,
+                .version = 1}},
+    };
+    assert_rc(store_apply_changes(cache, bad, 2, 7, 0, 0), CD_EBADREV);
+    assert_rc(store_apply_changes(cache, bad, 1, 6, 0, 0), CD_EBADREV);
+    bad[0].kv.key_len = 0;
+    assert_rc(store_apply_changes(cache, bad, 1, 7, 0, 0), CD_EBADKEY);
+    bad[0].kv.key_len = 2;
+    bad[0].type = 7;
+    assert_rc(store_apply_changes(cache, bad, 1, 7, 0, 0), CD_EBADOP);
+    assert_int_equal(meta(cache).revision, 6);
+    dump(cache, got);
+    assert_string_equal(got, want);
+
+    /* The parents' compaction is mirrored with the batch that reports it. */
+    bad[0].type = STORE_CHANGE_PUT;
+    assert_rc(store_apply_changes(cache, bad, 1, 7, 4, 0), 0);
+    assert_int_equal(meta(cache).compact_rev, 4);
+    struct store_read *r;
+    struct copied cp = {.n = 0};
+    assert_rc(store_read_begin(cache, &r), 0);
+    assert_rc(store_read_changes(r, 3, 0, copy_change, &cp, &next),
+              CD_ECOMPACTED);
+    assert_rc(store_read_changes(r, 4, 0, copy_change, &cp, &next), 0);
+    assert_int_equal(cp.n, 4); /* 5.0, 5.1, 6, 7 */
+    assert_int_equal(cp.ch[3].revision, 7);
+    store_read_end(r);
+    check_ok(cache);
+    store_close(cache);
+}
+
 static void test_apply_index_and_batch(void **state)
 {
     struct fx *f = *state;
@@ -1127,6 +1271,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_txn, setup, teardown),
         cmocka_unit_test_setup_teardown(test_changes_and_compact, setup,
                                         teardown),
+        cmocka_unit_test_setup_teardown(test_apply_changes, setup, teardown),
         cmocka_unit_test_setup_teardown(test_apply_index_and_batch, setup,
                                         teardown),
         cmocka_unit_test_setup_teardown(test_dedup, setup, teardown),
