@@ -30,12 +30,15 @@
 #define WATCH_BACKLOG ((size_t)8 << 20) /* pause a watch above this */
 #define SNAPSHOT_CHUNK ((size_t)1 << 20)
 #define TICK_MS 250
+#define CHILD_HEARTBEAT_MS 1000
 
 struct watch
 {
     uint64_t request_id;
-    uint64_t next;   /* deliver changes after this revision */
-    uint8_t *prefix; /* owned; NULL: every key */
+    int child;             /* a child's stream: heartbeats, request id 0 */
+    uint64_t last_sent_ms; /* loop time of the last frame sent */
+    uint64_t next;         /* deliver changes after this revision */
+    uint8_t *prefix;       /* owned; NULL: every key */
     size_t prefix_len;
     struct watch *next_watch;
 };
@@ -56,7 +59,19 @@ struct pending_write
 {
     struct conn *conn;
     struct cd_msg msg; /* the decoded request; its op is proposed */
+    /* A write the server made for a request (children.c): how to answer,
+     * and what its op points into (freed with the message). */
+    enum server_write_kind kind;
+    uint64_t child_id;
+    void *owned;
 };
+
+static void pending_free(struct pending_write *w)
+{
+    codec_msg_free(&w->msg);
+    free(w->owned);
+    w->owned = NULL;
+}
 
 struct proposal
 {
@@ -164,6 +179,26 @@ static void send_ok(struct conn *c, uint64_t request_id)
     conn_send(c, &m);
 }
 
+int server__send(struct conn *c, struct cd_msg *m)
+{
+    return conn_send(c, m);
+}
+
+void server__send_error(struct conn *c, uint64_t request_id, int code)
+{
+    send_error(c, request_id, code);
+}
+
+void server__send_ok(struct conn *c, uint64_t request_id)
+{
+    send_ok(c, request_id);
+}
+
+struct server *server__conn_server(const struct conn *c)
+{
+    return c->s;
+}
+
 /* --- writes -------------------------------------------------------------- */
 
 static void apply_cb(struct raft_apply *req, int status, void *result)
@@ -188,6 +223,21 @@ static void apply_cb(struct raft_apply *req, int status, void *result)
                            : server__raft_err(status));
         } else if (p->results[i].status != 0) {
             send_error(c, w->msg.request_id, p->results[i].status);
+        } else if (w->kind == SERVER_WRITE_CHILD_JOIN &&
+                   !p->results[i].succeeded) {
+            /* The id was taken meanwhile (another leader's join). */
+            send_error(c, w->msg.request_id, CD_EBUSY);
+        } else if (w->kind == SERVER_WRITE_CHILD_JOIN) {
+            struct cd_msg m;
+            memset(&m, 0, sizeof m);
+            m.request_id = w->msg.request_id;
+            m.type = CD_MSG_CHILD_JOIN_RESP;
+            m.u.child_join_resp.child_id = w->child_id;
+            m.u.child_join_resp.cluster_id = s->cluster_id;
+            m.u.child_join_resp.registered_rev = p->results[i].revision;
+            conn_send(c, &m);
+        } else if (w->kind == SERVER_WRITE_CHILD_LEAVE) {
+            send_ok(c, w->msg.request_id);
         } else {
             struct cd_msg m;
             memset(&m, 0, sizeof m);
@@ -198,7 +248,7 @@ static void apply_cb(struct raft_apply *req, int status, void *result)
             m.u.write_resp.deleted = p->results[i].n_deleted;
             conn_send(c, &m);
         }
-        codec_msg_free(&w->msg);
+        pending_free(w);
         if (c->closing && c->refs == 0) {
             conn_close(c);
         }
@@ -267,7 +317,7 @@ static void flush_writes(struct server *s)
         for (size_t i = 0; i < n; i++) {
             items[i].conn->refs--;
             send_error(items[i].conn, items[i].msg.request_id, rc);
-            codec_msg_free(&items[i].msg);
+            pending_free(&items[i]);
             if (items[i].conn->closing && items[i].conn->refs == 0) {
                 conn_close(items[i].conn);
             }
@@ -284,7 +334,12 @@ static void flush_writes(struct server *s)
     // cppcheck-suppress memleak
 }
 
-static int queue_write(struct server *s, struct conn *c, struct cd_msg *msg)
+static int queue_write_kind(struct server *s,
+                            struct conn *c,
+                            struct cd_msg *msg,
+                            enum server_write_kind kind,
+                            uint64_t child_id,
+                            void *owned)
 {
     if (s->n_writes == s->cap_writes) {
         size_t cap = s->cap_writes ? s->cap_writes * 2 : 64;
@@ -295,14 +350,35 @@ static int queue_write(struct server *s, struct conn *c, struct cd_msg *msg)
         s->writes = w;
         s->cap_writes = cap;
     }
-    s->writes[s->n_writes].conn = c;
-    s->writes[s->n_writes].msg = *msg; /* moved */
-    s->n_writes++;
+    struct pending_write *w = &s->writes[s->n_writes++];
+    w->conn = c;
+    w->msg = *msg; /* moved */
+    w->kind = kind;
+    w->child_id = child_id;
+    w->owned = owned;
     c->refs++;
     if (s->n_writes >= CODEC_MAX_OPS / 2) {
         flush_writes(s);
     }
     return 0;
+}
+
+static int queue_write(struct server *s, struct conn *c, struct cd_msg *msg)
+{
+    return queue_write_kind(s, c, msg, SERVER_WRITE_CLIENT, 0, NULL);
+}
+
+int server__queue_write(struct server *s,
+                        struct conn *c,
+                        struct cd_msg *msg,
+                        enum server_write_kind kind,
+                        uint64_t child_id,
+                        void *owned)
+{
+    if (s->lead == LEAD_FOLLOWER) {
+        return CD_ENOTLEADER;
+    }
+    return queue_write_kind(s, c, msg, kind, child_id, owned);
 }
 
 /* --- reads --------------------------------------------------------------- */
@@ -541,11 +617,12 @@ static int watch_deliver(struct conn *c, struct watch *w)
             free(acc.events);
             return rc != 0 && rc != CD_EBADREV;
         }
-        if (acc.n > 0) {
+        if (acc.n > 0 || w->child) {
             m.u.changes.events = acc.events;
             m.u.changes.n_events = acc.n;
             m.u.changes.revision = next;
             conn_send(c, &m);
+            w->last_sent_ms = uv_now(s->loop);
         }
         store_read_end(r);
         free(acc.events);
@@ -574,6 +651,32 @@ static void flush_watches(struct server *s)
     }
 }
 
+/*
+ * A child's stream carries an empty batch at least every CHILD_HEARTBEAT_MS
+ * so that the child can tell a quiet cluster from a dead connection (a
+ * parent that vanished without closing it) and knows its staleness.
+ */
+static void heartbeat_children(struct server *s)
+{
+    uint64_t now = uv_now(s->loop);
+    for (struct conn *c = s->conns; c != NULL; c = c->next) {
+        for (struct watch *w = c->watches; w != NULL; w = w->next_watch) {
+            if (!w->child || c->closing ||
+                now - w->last_sent_ms < CHILD_HEARTBEAT_MS ||
+                uv_stream_get_write_queue_size((uv_stream_t *)&c->tcp) >
+                    WATCH_BACKLOG) {
+                continue;
+            }
+            struct cd_msg m;
+            memset(&m, 0, sizeof m);
+            m.type = CD_MSG_CHANGES;
+            m.u.changes.revision = w->next;
+            conn_send(c, &m);
+            w->last_sent_ms = now;
+        }
+    }
+}
+
 void server__applied(void *arg, uint64_t index, uint64_t revision)
 {
     struct server *s = arg;
@@ -584,6 +687,13 @@ void server__applied(void *arg, uint64_t index, uint64_t revision)
 
 static void start_watch(struct conn *c, struct cd_msg *req)
 {
+    if (req->type == CD_MSG_HELLO) {
+        int rc = server__child_hello(c->s, req);
+        if (rc != 0) {
+            send_error(c, req->request_id, rc);
+            return;
+        }
+    }
     struct watch *w = calloc(1, sizeof *w);
     if (w == NULL) {
         send_error(c, req->request_id, -ENOMEM);
@@ -594,7 +704,13 @@ static void start_watch(struct conn *c, struct cd_msg *req)
      * that acknowledged the write the client watches from). */
     w->request_id = req->request_id;
     w->next = req->u.watch.since;
-    if (req->u.watch.prefix.len > 0) {
+    if (req->type == CD_MSG_HELLO) {
+        /* Every child gets every key, pushed with request id 0. */
+        w->child = 1;
+        w->request_id = 0;
+        w->next = req->u.hello.revision;
+        w->last_sent_ms = uv_now(c->s->loop);
+    } else if (req->u.watch.prefix.len > 0) {
         w->prefix = malloc(req->u.watch.prefix.len);
         if (w->prefix == NULL) {
             free(w);
@@ -776,7 +892,7 @@ static void token_key(const char *token, char *key, size_t len)
     }
 }
 
-static int token_valid(struct server *s, const char *token)
+int server__token_valid(struct server *s, const char *token)
 {
     char key[128];
     uint64_t expires = 0;
@@ -885,6 +1001,11 @@ static int propose_op(struct server *s,
         *out = w;
     }
     return 0;
+}
+
+int server__propose_op(struct server *s, const struct cd_op *op)
+{
+    return propose_op(s, op, NULL);
 }
 
 static int propose_delete_prefix(struct server *s, const char *prefix)
@@ -1065,7 +1186,7 @@ static void member_change(struct conn *c, struct cd_msg *req)
     s->change_api[0] = '\0';
     switch (req->u.member_change.action) {
         case CD_MEMBER_ADD: {
-            if (!token_valid(s, req->u.member_change.token)) {
+            if (!server__token_valid(s, req->u.member_change.token)) {
                 send_error(c, req->request_id, -EACCES);
                 return;
             }
@@ -1259,6 +1380,7 @@ void server__on_ready(struct server *s)
     char key[64], api[64];
     /* Fresh leadership: everyone gets the benefit of the doubt. */
     s->n_health = 0;
+    server__children_reset(s);
     s->probe_ms = uv_now(s->loop);
     s->probe_index = raft_last_index(&s->raft);
     server__member_key(key, sizeof key, s->id);
@@ -1295,6 +1417,7 @@ void server__on_ready(struct server *s)
 
 void server__on_lost(struct server *s)
 {
+    server__children_free(s);
     /* Writes not yet proposed and reads not yet confirmed go back to their
      * clients, who retry at the new leader.  Proposed entries and issued
      * barriers are failed by raft itself (LEADERSHIPLOST). */
@@ -1389,7 +1512,24 @@ static void dispatch(struct conn *c, struct cd_msg *msg)
             return; /* msg moved */
         }
         case CD_MSG_WATCH:
+        case CD_MSG_HELLO:
             start_watch(c, msg);
+            break;
+        case CD_MSG_CHILD_JOIN:
+            if (server__child_join(c, msg) == 1) {
+                return; /* msg moved into a write */
+            }
+            break;
+        case CD_MSG_CHILD_LEAVE:
+            if (server__child_leave(c, msg) == 1) {
+                return; /* msg moved into a write */
+            }
+            break;
+        case CD_MSG_CHILD_REPORT:
+            server__child_report(c, msg);
+            break;
+        case CD_MSG_CHILDREN:
+            server__children_list(c, msg);
             break;
         case CD_MSG_STATUS:
             send_status(c, msg->request_id);
@@ -1825,6 +1965,7 @@ static void tick_cb(uv_timer_t *t)
         }
     }
     auto_promote(s);
+    heartbeat_children(s);
     uint64_t now = uv_now(s->loop);
     struct conn *c = s->conns;
     while (c != NULL) {

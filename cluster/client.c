@@ -654,7 +654,14 @@ static int reply_fits(enum cd_msg_type t, enum cd_msg_type r)
         case CD_MSG_TRANSFER:
         case CD_MSG_WATCH:
         case CD_MSG_SHUTDOWN:
+        case CD_MSG_HELLO:
+        case CD_MSG_CHILD_LEAVE:
+        case CD_MSG_CHILD_REPORT:
             return r == CD_MSG_OK;
+        case CD_MSG_CHILD_JOIN:
+            return r == CD_MSG_CHILD_JOIN_RESP;
+        case CD_MSG_CHILDREN:
+            return r == CD_MSG_CHILDREN_RESP;
         case CD_MSG_TOKEN:
             return r == CD_MSG_TOKEN_RESP;
         case CD_MSG_SNAPSHOT:
@@ -671,14 +678,15 @@ static int reply_fits(enum cd_msg_type t, enum cd_msg_type r)
  * writes carry the id that makes a second apply a no-op.  The cluster
  * operations have no such id: sent twice, a transfer to "any voter" would
  * move leadership twice, a removal would fail as "not found" after it
- * succeeded, a second token would be valid too, and a shutdown retried at
- * the next endpoint would stop another node.  They are retried only while
+ * succeeded, a second token would be valid too, a child's join would
+ * register it twice, and a shutdown retried at the next endpoint would
+ * stop another node.  They are retried only while
  * they are known not to have been acted on (no connection, CD_ENOTLEADER).
  */
 static int may_repeat(enum cd_msg_type t)
 {
     return t != CD_MSG_MEMBER_CHANGE && t != CD_MSG_TRANSFER &&
-           t != CD_MSG_TOKEN && t != CD_MSG_SHUTDOWN;
+           t != CD_MSG_TOKEN && t != CD_MSG_SHUTDOWN && t != CD_MSG_CHILD_JOIN;
 }
 
 /* A round of endpoints has failed (or a node asked us to wait): pause,
@@ -1022,23 +1030,15 @@ int cd_client_status(struct cd_client *c, struct cd_msg *resp)
 
 /* --- streams ----------------------------------------------------------- */
 
-int cd_client_watch(struct cd_client *c,
-                    uint64_t since,
-                    const void *prefix,
-                    size_t prefix_len,
-                    unsigned timeout_ms,
-                    cd_client_watch_cb cb,
-                    void *arg)
+/* Send req (WATCH or HELLO), then hand every pushed CHANGES frame to cb. */
+static int stream(struct cd_client *c,
+                  struct cd_msg *req,
+                  unsigned timeout_ms,
+                  cd_client_watch_cb cb,
+                  void *arg)
 {
-    struct cd_msg req;
     struct cd_msg m;
-    int rc;
-
-    memset(&req, 0, sizeof(req));
-    req.type = CD_MSG_WATCH;
-    req.u.watch.since = since;
-    req.u.watch.prefix = (struct cd_buf){prefix, prefix_len};
-    rc = call_first(c, &req, &m);
+    int rc = call_first(c, req, &m);
     if (rc != 0) {
         return rc;
     }
@@ -1049,7 +1049,7 @@ int cd_client_watch(struct cd_client *c,
 
         /* Pushes may carry the watch's request id or 0 (docs/protocol.md
          * says 0 for pushes); on this connection both mean this watch. */
-        rc = read_reply(c, req.request_id, 1, deadline, &m);
+        rc = read_reply(c, req->request_id, 1, deadline, &m);
         if (rc != 0) {
             break;
         }
@@ -1071,6 +1071,34 @@ int cd_client_watch(struct cd_client *c,
      * the connection closes. */
     disconnect(c);
     return rc;
+}
+
+int cd_client_watch(struct cd_client *c,
+                    uint64_t since,
+                    const void *prefix,
+                    size_t prefix_len,
+                    unsigned timeout_ms,
+                    cd_client_watch_cb cb,
+                    void *arg)
+{
+    struct cd_msg req;
+    memset(&req, 0, sizeof(req));
+    req.type = CD_MSG_WATCH;
+    req.u.watch.since = since;
+    req.u.watch.prefix = (struct cd_buf){prefix, prefix_len};
+    return stream(c, &req, timeout_ms, cb, arg);
+}
+
+int cd_client_follow(struct cd_client *c,
+                     const struct cd_msg *hello,
+                     unsigned timeout_ms,
+                     cd_client_watch_cb cb,
+                     void *arg)
+{
+    struct cd_msg req = *hello;
+    req.type = CD_MSG_HELLO;
+    req.request_id = 0;
+    return stream(c, &req, timeout_ms, cb, arg);
 }
 
 int cd_client_snapshot(struct cd_client *c, int fd, uint64_t *revision)

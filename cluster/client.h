@@ -142,6 +142,24 @@ int cd_client_watch(struct cd_client *c,
                     void *arg);
 
 /*
+ * A child's stream: send hello (a CD_MSG_HELLO: cluster id, child id, the
+ * cache's revision, registered_rev) to the first parent that answers, then
+ * pass every CHANGES frame to cb as cd_client_watch does: the changes
+ * after the hello's revision, then live ones, and an empty batch about
+ * every second as the parent's heartbeat, so a timeout_ms of a few seconds
+ * detects a parent that vanished.  A batch with compacted set means the
+ * revision is too old: fetch a snapshot (cd_client_snapshot) and say hello
+ * again.  The parent's refusals come back as their code: CD_EBADCLUSTER,
+ * CD_EREVOKED (final: the child is not registered), CD_EBUSY (that parent
+ * has not applied the registration yet: try again).
+ */
+int cd_client_follow(struct cd_client *c,
+                     const struct cd_msg *hello,
+                     unsigned timeout_ms,
+                     cd_client_watch_cb cb,
+                     void *arg);
+
+/*
  * Stream the leader's (or any parent's) snapshot into fd.  Until the first
  * chunk arrives the request is retried like a call; after that each chunk
  * must come within timeout_ms (total_timeout_ms does not bound a large
@@ -150,5 +168,42 @@ int cd_client_watch(struct cd_client *c,
  * its negative errno.
  */
 int cd_client_snapshot(struct cd_client *c, int fd, uint64_t *revision);
+
+/* --- children ------------------------------------------------------------ */
+
+/*
+ * A child's identity, assigned by the cluster at join and kept in
+ * <data>/child as "key=value" lines (written to a temporary file, synced,
+ * then renamed, so a crash leaves the old file or the new one).
+ */
+struct cd_child_identity
+{
+    uint64_t cluster_id;
+    uint64_t child_id;
+    uint64_t registered_rev; /* the revision that registered it */
+    char endpoints[512];     /* the parents, as given at join */
+};
+
+/* -ENOENT when the child never joined; CD_ECORRUPT for a damaged file. */
+int cd_child_identity_load(const char *data_dir, struct cd_child_identity *out);
+/* The parser of that file (len bytes, need not be NUL-terminated). */
+int cd_child_identity_parse(const char *text,
+                            size_t len,
+                            struct cd_child_identity *out);
+int cd_child_identity_save(const char *data_dir,
+                           const struct cd_child_identity *id);
+
+/*
+ * Register this host as a child (CHILD_JOIN at the leader): its hostname,
+ * non-loopback addresses, first MAC address and OS are gathered here;
+ * app_version may be NULL.  Fills out's ids (not its endpoints).  -EACCES
+ * for a bad or expired token.  Not retried once sent (a second join would
+ * register the host twice): CD_ETIMEOUT leaves it unknown, and the
+ * registry (clusterctl children) tells.
+ */
+int cd_client_child_join(struct cd_client *c,
+                         const char *token,
+                         const char *app_version,
+                         struct cd_child_identity *out);
 
 #endif

@@ -1766,6 +1766,151 @@ static int members_main(int argc, char **argv)
     return rc != 0 ? fail("members", rc, 0) : EXIT_OK;
 }
 
+/* --- children ------------------------------------------------------------ */
+
+static const char children_help[] =
+    "usage: clusterctl children\n"
+    "\n"
+    "Every registered child, as the leader sees it: its id and host, state\n"
+    "(following: streaming from a parent; degraded: serving its cache with\n"
+    "no parent stream; gone: no report for 15 s; unknown: no report since\n"
+    "this leader took over), when it last reported, its cache revision and\n"
+    "lag behind the leader, and its services (name:up|down).\n";
+
+static char *fmt_ago(const struct cd_child_status *st)
+{
+    char *out = NULL;
+    if (!st->has_last_seen) {
+        return strdup("never");
+    }
+    if (asprintf(&out, "%.1fs", (double)st->last_seen_ms_ago / 1000.0) < 0) {
+        return NULL;
+    }
+    return out;
+}
+
+static char *fmt_services(const struct cd_child_status *st)
+{
+    size_t len = 1;
+    for (size_t i = 0; i < st->n_services; i++) {
+        len += strlen(st->services[i].name) + 7;
+    }
+    char *out = malloc(len);
+    if (out == NULL) {
+        return NULL;
+    }
+    out[0] = '\0';
+    for (size_t i = 0; i < st->n_services; i++) {
+        strcat(out, i > 0 ? "," : "");
+        strcat(out, st->services[i].name);
+        strcat(out, st->services[i].up ? ":up" : ":down");
+    }
+    if (st->n_services == 0) {
+        free(out);
+        return strdup("-");
+    }
+    return out;
+}
+
+static void child_json(const struct cd_child_status *st)
+{
+    const struct cd_child_info *in = &st->info;
+    printf("{\"id\":%" PRIu64 ",\"hostname\":", in->id);
+    json_cstr(in->hostname != NULL ? in->hostname : "");
+    fputs(",\"addresses\":[", stdout);
+    for (size_t i = 0; i < in->n_addresses; i++) {
+        fputs(i > 0 ? "," : "", stdout);
+        json_cstr(in->addresses[i]);
+    }
+    fputs("],\"mac\":", stdout);
+    json_cstr(in->mac != NULL ? in->mac : "");
+    fputs(",\"os\":", stdout);
+    json_cstr(in->os != NULL ? in->os : "");
+    fputs(",\"app_version\":", stdout);
+    json_cstr(in->app_version != NULL ? in->app_version : "");
+    printf(",\"joined_ms\":%" PRIu64 ",\"state\":", in->joined_ms);
+    json_cstr(st->state != NULL ? st->state : "");
+    if (st->has_last_seen) {
+        printf(",\"last_seen_ms_ago\":%" PRIu64, st->last_seen_ms_ago);
+    }
+    printf(",\"revision\":%" PRIu64 ",\"lag\":%" PRIu64
+           ",\"staleness_ms\":%" PRIu64 ",\"services\":[",
+           st->revision, st->lag, st->staleness_ms);
+    for (size_t i = 0; i < st->n_services; i++) {
+        fputs(i > 0 ? "," : "", stdout);
+        fputs("{\"name\":", stdout);
+        json_cstr(st->services[i].name);
+        printf(",\"up\":%s", st->services[i].up ? "true" : "false");
+        if (st->services[i].detail != NULL) {
+            fputs(",\"detail\":", stdout);
+            json_cstr(st->services[i].detail);
+        }
+        fputs("}", stdout);
+    }
+    fputs("]}", stdout);
+}
+
+static int children_main(int argc, char **argv)
+{
+    static const char *const header[] = {"ID",        "HOSTNAME", "STATE",
+                                         "LAST-SEEN", "REVISION", "LAG",
+                                         "ADDRESS",   "SERVICES"};
+    struct table t = {.n_cols = 8, .header = header};
+    char *pos[1];
+    int n;
+    struct cd_client *c;
+    struct cd_msg req, resp;
+    int rc = parse_args("children", argc, argv, NULL, pos, 0, &n);
+
+    if (rc < 0) {
+        fputs(children_help, stdout);
+        return EXIT_OK;
+    }
+    if (rc != 0) {
+        return rc;
+    }
+    if ((rc = open_client(&c)) != 0) {
+        return rc;
+    }
+    memset(&req, 0, sizeof req);
+    req.type = CD_MSG_CHILDREN;
+    rc = cd_client_call(c, &req, &resp);
+    cd_client_close(c);
+    if (rc != 0) {
+        return fail("children", rc, 0);
+    }
+    if (g.json) {
+        printf("{\"revision\":%" PRIu64 ",\"children\":[",
+               resp.u.children_resp.revision);
+        for (size_t i = 0; i < resp.u.children_resp.n_children; i++) {
+            fputs(i > 0 ? "," : "", stdout);
+            child_json(&resp.u.children_resp.children[i]);
+        }
+        fputs("]}\n", stdout);
+    } else {
+        for (size_t i = 0; i < resp.u.children_resp.n_children; i++) {
+            const struct cd_child_status *st =
+                &resp.u.children_resp.children[i];
+            char *cells[8] = {
+                fmt_u64(st->info.id),
+                dup_or_dash(st->info.hostname),
+                dup_or_dash(st->state),
+                fmt_ago(st),
+                st->has_last_seen ? fmt_u64(st->revision) : strdup("-"),
+                st->has_last_seen ? fmt_u64(st->lag) : strdup("-"),
+                dup_or_dash(st->info.n_addresses > 0 ? st->info.addresses[0]
+                                                     : NULL),
+                fmt_services(st),
+            };
+            table_add(&t, cells);
+        }
+        rc = table_print(&t);
+    }
+    table_free(&t);
+    codec_msg_free(&resp);
+    return rc != 0 ? fail("children", rc, 0) : EXIT_OK;
+}
+
 /* --- member, leader ---------------------------------------------------- */
 
 static const char member_help[] =
@@ -2201,7 +2346,16 @@ static const char join_help[] =
     "configuration file (default /etc/clusterd/clusterd.conf), keeping\n"
     "every other setting.  Then start clusterd (systemctl start clusterd):\n"
     "on its first start it joins, gets its id from the cluster, catches up\n"
-    "and is promoted to voter or standby by itself.\n";
+    "and is promoted to voter or standby by itself.\n"
+    "\n"
+    "       clusterctl --endpoints VIP,A,B,.. join --child --token TOKEN\n"
+    "                  [--data DIR] [--app-version V]\n"
+    "\n"
+    "Register this host as a child now: the cluster assigns its id and\n"
+    "records its hostname, addresses, MAC, OS and version under\n"
+    "/cluster/children/<id>; the identity is kept in DIR/child (default\n"
+    "/var/lib/clusterd).  Then start clusterd-child, which follows the\n"
+    "parents into DIR/cache.mdb.\n";
 
 /* Set key = value in a "key = value" file, keeping every other line. */
 static int conf_set_all(const char *path,
@@ -2255,14 +2409,70 @@ static int conf_set_all(const char *path,
     return rename(tmp, path) == 0 ? 0 : -errno;
 }
 
+/* join --child: register this host now, and keep its identity. */
+static int join_child(const char *token, const char *data, const char *app)
+{
+    struct cd_client *c;
+    struct cd_child_identity id;
+    const char *dir = data != NULL ? data : "/var/lib/clusterd";
+    int rc = cd_child_identity_load(dir, &id);
+    if (rc == 0) {
+        fprintf(stderr,
+                "clusterctl join: %s already holds child %" PRIu64
+                " of cluster %016" PRIx64
+                "; 'clusterctl leave --child' first, or wipe it\n",
+                dir, id.child_id, id.cluster_id);
+        return EXIT_FAIL;
+    }
+    if (mkdir(dir, 0700) != 0 && errno != EEXIST) {
+        return fail(dir, -errno, 0);
+    }
+    if ((rc = open_client(&c)) != 0) {
+        return rc;
+    }
+    memset(&id, 0, sizeof id);
+    rc = cd_client_child_join(c, token, app, &id);
+    cd_client_close(c);
+    if (rc != 0) {
+        return fail("join --child", rc, 1);
+    }
+    snprintf(id.endpoints, sizeof id.endpoints, "%s", g.endpoints_csv);
+    rc = cd_child_identity_save(dir, &id);
+    if (rc != 0) {
+        fprintf(stderr,
+                "clusterctl join: registered as child %" PRIu64
+                " but could not write %s/child\n",
+                id.child_id, dir);
+        return fail(dir, rc, 0);
+    }
+    if (g.json) {
+        printf("{\"child_id\":%" PRIu64 ",\"cluster_id\":\"%016" PRIx64
+               "\",\"registered_rev\":%" PRIu64 ",\"data\":",
+               id.child_id, id.cluster_id, id.registered_rev);
+        json_cstr(dir);
+        printf("}\n");
+    } else {
+        printf("registered as child %" PRIu64 " of cluster %016" PRIx64
+               " (identity in %s/child)\n"
+               "next: systemctl start clusterd-child   (or: clusterd-child "
+               "--data %s)\n",
+               id.child_id, id.cluster_id, dir, dir);
+    }
+    return EXIT_OK;
+}
+
 static int join_main(int argc, char **argv)
 {
     char *pos[1];
     int n;
+    int child = 0;
     const char *token = NULL;
+    const char *app = NULL;
     const char *config = "/etc/clusterd/clusterd.conf";
     const char *raft = NULL, *api = NULL, *data = NULL;
     const struct opt opts[] = {
+        {"--child", OPT_FLAG, NULL, &child},
+        {"--app-version", OPT_VALUE, &app, NULL},
         {"--token", OPT_VALUE, &token, NULL},
         {"--config", OPT_VALUE, &config, NULL},
         {"--raft", OPT_VALUE, &raft, NULL},
@@ -2281,6 +2491,9 @@ static int join_main(int argc, char **argv)
     }
     if (n != 0 || token == NULL || token[0] == '\0') {
         return usage_error("join", "expected --token TOKEN");
+    }
+    if (child) {
+        return join_child(token, data, app);
     }
     const char *keys[] = {"join", "token", "raft_address", "api_address",
                           "data_dir"};
@@ -2312,15 +2525,86 @@ static const char leave_help[] =
     "the cluster and stop it.  A leader hands leadership over first.  It is\n"
     "refused (CD_EQUORUM) when it would leave fewer live voters than a\n"
     "majority.  The node's data directory is no longer a member's: wipe it\n"
-    "before the host joins again.\n";
+    "before the host joins again.\n"
+    "\n"
+    "       clusterctl leave --child [--data DIR | --id ID]\n"
+    "\n"
+    "Deregister a child: this host's (identity in DIR/child, default\n"
+    "/var/lib/clusterd), or child ID (one that is gone for good).  Its\n"
+    "clusterd-child stops following; its cache stays readable.\n";
+
+/* leave --child: deregister a child (this host's, or --id N). */
+static int leave_child(const char *data, const char *id_arg)
+{
+    struct cd_client *c;
+    struct cd_msg req, resp;
+    struct cd_child_identity id;
+    const char *dir = data != NULL ? data : "/var/lib/clusterd";
+    int have_file = 0;
+    memset(&id, 0, sizeof id);
+    if (id_arg != NULL) {
+        char *end;
+        errno = 0;
+        id.child_id = strtoull(id_arg, &end, 10);
+        if (errno != 0 || *end != '\0' || id.child_id == 0) {
+            return usage_error("leave", "--id takes a child id");
+        }
+    } else {
+        int rc = cd_child_identity_load(dir, &id);
+        if (rc != 0) {
+            fprintf(stderr, "clusterctl leave: no child identity in %s\n", dir);
+            return fail(dir, rc, 0);
+        }
+        have_file = 1;
+    }
+    int rc = open_client(&c);
+    if (rc != 0) {
+        return rc;
+    }
+    memset(&req, 0, sizeof req);
+    req.type = CD_MSG_CHILD_LEAVE;
+    req.u.child_leave.child_id = id.child_id;
+    rc = cd_client_call(c, &req, &resp);
+    cd_client_close(c);
+    if (rc == CD_ENOTFOUND) {
+        fprintf(stderr,
+                "clusterctl leave: child %" PRIu64 " is not registered\n",
+                id.child_id);
+        return EXIT_FAIL;
+    }
+    if (rc != 0) {
+        return fail("leave --child", rc, 1);
+    }
+    codec_msg_free(&resp);
+    if (have_file) {
+        /* Its cache stays readable; the identity is no longer valid. */
+        char path[600], old[620];
+        snprintf(path, sizeof path, "%s/child", dir);
+        snprintf(old, sizeof old, "%s/child.left", dir);
+        rename(path, old);
+    }
+    if (g.json) {
+        printf("{\"left\":%" PRIu64 "}\n", id.child_id);
+    } else {
+        printf("child %" PRIu64
+               " deregistered; its clusterd-child stops "
+               "following (exit status 3)\n",
+               id.child_id);
+    }
+    return EXIT_OK;
+}
 
 static int leave_main(int argc, char **argv)
 {
     char *pos[1];
     int n;
-    const char *node = NULL;
+    int child = 0;
+    const char *node = NULL, *data = NULL, *child_id = NULL;
     const struct opt opts[] = {
         {"--node", OPT_VALUE, &node, NULL},
+        {"--child", OPT_FLAG, NULL, &child},
+        {"--data", OPT_VALUE, &data, NULL},
+        {"--id", OPT_VALUE, &child_id, NULL},
         {NULL, 0, NULL, NULL},
     };
     int rc = parse_args("leave", argc, argv, opts, pos, 1, &n);
@@ -2334,6 +2618,9 @@ static int leave_main(int argc, char **argv)
     }
     if (n != 0) {
         return usage_error("leave", "unexpected argument");
+    }
+    if (child) {
+        return leave_child(data, child_id);
     }
     if (node == NULL) {
         node = g.endpoints[0];
@@ -2414,8 +2701,9 @@ static const struct
     {"leader", leader_main, "transfer [ID]: hand leadership to a voter"},
     {"snapshot", snapshot_main, "save FILE: back up the cluster's data"},
     {"token", token_main, "create [--ttl S]: a join token for a new parent"},
-    {"join", join_main, "--token T: make this host's clusterd join"},
-    {"leave", leave_main, "[--node ADDR]: remove a parent and stop it"},
+    {"join", join_main, "[--child] --token T: make this host join"},
+    {"leave", leave_main, "[--node ADDR | --child]: remove a parent or child"},
+    {"children", children_main, "the children: state, lag, services"},
 };
 
 static void usage(FILE *f)

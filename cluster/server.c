@@ -951,6 +951,7 @@ void server_free(struct server *s)
     }
     fsm_close(&s->fsm);
     free(s->health);
+    server__children_free(s);
     store_close(s->store);
     if (s->lock_fd >= 0) {
         close(s->lock_fd);

@@ -35,6 +35,14 @@ struct member_health
 };
 struct pending_write;
 struct read_batch;
+struct child_seen;
+
+/* How the answer to a queued write is made (api.c's apply callback). */
+enum server_write_kind {
+    SERVER_WRITE_CLIENT = 0,     /* a client's WRITE: WRITE_RESP */
+    SERVER_WRITE_CHILD_JOIN = 1, /* CHILD_JOIN_RESP with the new id */
+    SERVER_WRITE_CHILD_LEAVE = 2 /* OK */
+};
 
 struct server
 {
@@ -105,6 +113,14 @@ struct server
     int keepalive_busy;
     unsigned prune_ticks;
 
+    /* Children (children.c), as the leader sees them. */
+    struct child_seen *children;
+    size_t n_children, cap_children;
+    uint64_t child_id_reserved; /* highest child id handed out */
+    uint64_t children_since_ms; /* loop time this leadership began */
+    uint64_t health_window_ms;  /* rate bound of health records */
+    unsigned health_writes;     /* health records in this window */
+
     /* Membership changes: one at a time. */
     struct raft_change change;
     int change_busy;
@@ -142,5 +158,35 @@ void server__on_lost(struct server *s);
 struct cd_result *server__results_for(void *arg, uint64_t index, size_t n_ops);
 void server__applied(void *arg, uint64_t index, uint64_t revision);
 int server__member_alive(struct server *s, uint64_t id);
+int server__send(struct conn *c, struct cd_msg *m);
+void server__send_error(struct conn *c, uint64_t request_id, int code);
+void server__send_ok(struct conn *c, uint64_t request_id);
+struct server *server__conn_server(const struct conn *c);
+int server__token_valid(struct server *s, const char *token);
+/* Propose one op of the server's own as its own entry (nobody waits). */
+int server__propose_op(struct server *s, const struct cd_op *op);
+/*
+ * Queue a write the server built for a request on c: msg (moved in, a
+ * CD_MSG_WRITE) is proposed with this turn's entry and answered as kind
+ * says; owned (may be NULL) is what msg's op points into, freed with it.
+ * On error nothing was taken: the caller still owns msg and owned.
+ */
+int server__queue_write(struct server *s,
+                        struct conn *c,
+                        struct cd_msg *msg,
+                        enum server_write_kind kind,
+                        uint64_t child_id,
+                        void *owned);
+
+/* children.c: the children registry, their streams' admission, reports.
+ * The join and leave calls return 1 when they took msg (moved into a
+ * write), 0 when they answered and the caller still frees msg. */
+int server__child_hello(struct server *s, const struct cd_msg *hello);
+int server__child_join(struct conn *c, struct cd_msg *msg);
+int server__child_leave(struct conn *c, struct cd_msg *msg);
+void server__child_report(struct conn *c, const struct cd_msg *msg);
+void server__children_list(struct conn *c, const struct cd_msg *msg);
+void server__children_reset(struct server *s); /* leadership gained/lost */
+void server__children_free(struct server *s);
 
 #endif

@@ -50,7 +50,8 @@
     X(TXNFAILED, 28, "transaction compare failed")                       \
     X(TRUNCATED, 29, "input ended early")                                \
     X(CONFIG, 30, "invalid configuration")                               \
-    X(QUORUM, 31, "would leave fewer live voters than a majority")
+    X(QUORUM, 31, "would leave fewer live voters than a majority")       \
+    X(REVOKED, 32, "child is not registered (it left or was removed)")
 
 enum cd_err {
 #define CD__ERR_ENUM(name, off, msg) CD_E##name = CD_ERR_BASE - (off),

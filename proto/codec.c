@@ -1,6 +1,6 @@
 /*
- * codec.c - clusterd's wire format: frames, Envelope <-> struct cd_msg and
- * Command <-> struct cd_batch.
+ * codec.c - clusterd's wire format: frames, Envelope <-> struct cd_msg,
+ * Command <-> struct cd_batch and ChildInfo <-> struct cd_child_info.
  *
  * This is the only file that includes the code protoc-c generates.  Both
  * directions go through the generated structs: decoding unpacks with
@@ -198,6 +198,18 @@ const char *codec_msg_type_name(enum cd_msg_type t)
             return "TOKEN";
         case CD_MSG_TOKEN_RESP:
             return "TOKEN_RESP";
+        case CD_MSG_CHILD_JOIN:
+            return "CHILD_JOIN";
+        case CD_MSG_CHILD_JOIN_RESP:
+            return "CHILD_JOIN_RESP";
+        case CD_MSG_CHILD_LEAVE:
+            return "CHILD_LEAVE";
+        case CD_MSG_CHILD_REPORT:
+            return "CHILD_REPORT";
+        case CD_MSG_CHILDREN:
+            return "CHILDREN";
+        case CD_MSG_CHILDREN_RESP:
+            return "CHILDREN_RESP";
         case CD_MSG_NONE:
             break;
     }
@@ -435,6 +447,47 @@ static int command_size(const Clusterd__Command *c, size_t *size)
     return 0;
 }
 
+/* A child's addresses borrow the unpacked array: only the bound. */
+static int child_info_size(const Clusterd__ChildInfo *ci)
+{
+    return ci->n_addresses > CODEC_MAX_ADDRESSES ? CD_ETOOMANY : 0;
+}
+
+static int services_size(size_t n, size_t *size)
+{
+    if (n > CODEC_MAX_SERVICES) {
+        return CD_ETOOMANY;
+    }
+    *size += array_bytes(n, sizeof(struct cd_service_health));
+    return 0;
+}
+
+static int children_size(const Clusterd__ChildrenResponse *r, size_t *size)
+{
+    size_t i;
+    int rc;
+
+    if (r->n_children > CODEC_MAX_CHILDREN) {
+        return CD_ETOOMANY;
+    }
+    *size += array_bytes(r->n_children, sizeof(struct cd_child_status));
+    for (i = 0; i < r->n_children; i++) {
+        const Clusterd__ChildStatus *c = r->children[i];
+
+        if (c->info == NULL) {
+            return CD_EMALFORMED;
+        }
+        rc = child_info_size(c->info);
+        if (rc == 0) {
+            rc = services_size(c->n_services, size);
+        }
+        if (rc != 0) {
+            return rc;
+        }
+    }
+    return 0;
+}
+
 static int envelope_size(const Clusterd__Envelope *e, size_t *size)
 {
     switch (e->body_case) {
@@ -459,6 +512,15 @@ static int envelope_size(const Clusterd__Envelope *e, size_t *size)
             *size += array_bytes(e->log_upload->n_records,
                                  sizeof(struct cd_log_record));
             return 0;
+        case CLUSTERD__ENVELOPE__BODY_CHILD_JOIN:
+            if (e->child_join->info == NULL) {
+                return CD_EMALFORMED;
+            }
+            return child_info_size(e->child_join->info);
+        case CLUSTERD__ENVELOPE__BODY_CHILD_REPORT:
+            return services_size(e->child_report->n_services, size);
+        case CLUSTERD__ENVELOPE__BODY_CHILDREN_RESP:
+            return children_size(e->children_resp, size);
         default:
             return 0;
     }
@@ -751,6 +813,91 @@ static int log_upload_from_pb(const Clusterd__LogUpload *in,
     return 0;
 }
 
+/* Strings and the address array borrow from the unpacked message. */
+static void child_info_from_pb(const Clusterd__ChildInfo *in,
+                               struct cd_child_info *out)
+{
+    out->id = in->id;
+    out->hostname = in->hostname;
+    out->addresses =
+        in->n_addresses != 0 ? (const char *const *)in->addresses : NULL;
+    out->n_addresses = in->n_addresses;
+    out->mac = in->mac;
+    out->os = in->os;
+    out->app_version = in->app_version;
+    out->joined_ms = in->joined_ms;
+}
+
+static int services_from_pb(Clusterd__ServiceHealth *const *in,
+                            size_t n,
+                            struct decoded *d,
+                            const struct cd_service_health **out)
+{
+    struct cd_service_health *sv = decoded_array(d, n, sizeof(*sv));
+    size_t i;
+
+    for (i = 0; i < n; i++) {
+        if (in[i]->name == NULL) {
+            return CD_EMALFORMED;
+        }
+        sv[i].name = in[i]->name;
+        sv[i].up = !!in[i]->up;
+        sv[i].detail = in[i]->detail;
+    }
+    *out = sv;
+    return 0;
+}
+
+static int child_report_from_pb(const Clusterd__ChildReport *in,
+                                struct decoded *d,
+                                struct cd_msg *m)
+{
+    int rc = services_from_pb(in->services, in->n_services, d,
+                              &m->u.child_report.services);
+
+    if (rc != 0) {
+        return rc;
+    }
+    m->u.child_report.child_id = in->child_id;
+    m->u.child_report.revision = in->revision;
+    m->u.child_report.state = in->state;
+    m->u.child_report.n_services = in->n_services;
+    m->u.child_report.staleness_ms = in->staleness_ms;
+    return 0;
+}
+
+static int children_resp_from_pb(const Clusterd__ChildrenResponse *in,
+                                 struct decoded *d,
+                                 struct cd_msg *m)
+{
+    struct cd_child_status *cs = decoded_array(d, in->n_children, sizeof(*cs));
+    size_t i;
+    int rc;
+
+    for (i = 0; i < in->n_children; i++) {
+        const Clusterd__ChildStatus *p = in->children[i];
+
+        /* The sizing pass refused a status without info. */
+        child_info_from_pb(p->info, &cs[i].info);
+        cs[i].state = p->state;
+        cs[i].has_last_seen = !!p->has_last_seen_ms_ago;
+        cs[i].last_seen_ms_ago =
+            p->has_last_seen_ms_ago ? p->last_seen_ms_ago : 0;
+        cs[i].revision = p->revision;
+        cs[i].lag = p->lag;
+        rc = services_from_pb(p->services, p->n_services, d, &cs[i].services);
+        if (rc != 0) {
+            return rc;
+        }
+        cs[i].n_services = p->n_services;
+        cs[i].staleness_ms = p->staleness_ms;
+    }
+    m->u.children_resp.children = cs;
+    m->u.children_resp.n_children = in->n_children;
+    m->u.children_resp.revision = in->revision;
+    return 0;
+}
+
 static int body_from_pb(const Clusterd__Envelope *e,
                         struct decoded *d,
                         struct cd_msg *m)
@@ -771,6 +918,7 @@ static int body_from_pb(const Clusterd__Envelope *e,
         case CLUSTERD__ENVELOPE__BODY_MEMBERS:
         case CLUSTERD__ENVELOPE__BODY_SNAPSHOT:
         case CLUSTERD__ENVELOPE__BODY_SHUTDOWN:
+        case CLUSTERD__ENVELOPE__BODY_CHILDREN:
             return 0;
         case CLUSTERD__ENVELOPE__BODY_TOKEN:
             m->u.token.ttl_s = e->token->ttl_s;
@@ -856,6 +1004,7 @@ static int body_from_pb(const Clusterd__Envelope *e,
             m->u.hello.revision = e->hello->revision;
             m->u.hello.hostname = e->hello->hostname;
             m->u.hello.version = e->hello->version;
+            m->u.hello.registered_rev = e->hello->registered_rev;
             return 0;
         case CLUSTERD__ENVELOPE__BODY_LOG_UPLOAD:
             return log_upload_from_pb(e->log_upload, d, m);
@@ -866,6 +1015,27 @@ static int body_from_pb(const Clusterd__Envelope *e,
             /* The Command's own cluster_id is not carried: in a frame the
              * Envelope's cluster_id is the one that is checked. */
             return batch_from_pb(e->command, d, &m->u.command);
+        case CLUSTERD__ENVELOPE__BODY_CHILD_JOIN:
+            /* The sizing pass refused a request without info. */
+            if (e->child_join->token == NULL) {
+                return CD_EMALFORMED;
+            }
+            m->u.child_join.token = e->child_join->token;
+            child_info_from_pb(e->child_join->info, &m->u.child_join.info);
+            return 0;
+        case CLUSTERD__ENVELOPE__BODY_CHILD_JOIN_RESP:
+            m->u.child_join_resp.child_id = e->child_join_resp->child_id;
+            m->u.child_join_resp.cluster_id = e->child_join_resp->cluster_id;
+            m->u.child_join_resp.registered_rev =
+                e->child_join_resp->registered_rev;
+            return 0;
+        case CLUSTERD__ENVELOPE__BODY_CHILD_LEAVE:
+            m->u.child_leave.child_id = e->child_leave->child_id;
+            return 0;
+        case CLUSTERD__ENVELOPE__BODY_CHILD_REPORT:
+            return child_report_from_pb(e->child_report, d, m);
+        case CLUSTERD__ENVELOPE__BODY_CHILDREN_RESP:
+            return children_resp_from_pb(e->children_resp, d, m);
         default:
             /* No body, or one that only a newer peer knows. */
             return CD_EMALFORMED;
@@ -1034,6 +1204,11 @@ static void scratch_free(struct scratch *s)
 static char *pb_str(const char *s)
 {
     return (char *)(uintptr_t)s;
+}
+
+static char **pb_strs(const char *const *s)
+{
+    return (char **)(uintptr_t)s;
 }
 
 static int check_buf(struct cd_buf b)
@@ -1333,6 +1508,68 @@ static int role_to_pb(enum cd_member_role role,
     return 0;
 }
 
+/* Strings are borrowed; an address list may not hold NULL, which protobuf
+ * cannot send as an element. */
+static int child_info_to_pb(const struct cd_child_info *in,
+                            Clusterd__ChildInfo *out)
+{
+    size_t i;
+
+    clusterd__child_info__init(out);
+    if (in->n_addresses > CODEC_MAX_ADDRESSES) {
+        return CD_ETOOMANY;
+    }
+    if (in->n_addresses > 0 && in->addresses == NULL) {
+        return CD_EBADOP;
+    }
+    for (i = 0; i < in->n_addresses; i++) {
+        if (in->addresses[i] == NULL) {
+            return CD_EBADOP;
+        }
+    }
+    out->id = in->id;
+    out->hostname = pb_str(in->hostname);
+    out->addresses = in->n_addresses > 0 ? pb_strs(in->addresses) : NULL;
+    out->n_addresses = in->n_addresses;
+    out->mac = pb_str(in->mac);
+    out->os = pb_str(in->os);
+    out->app_version = pb_str(in->app_version);
+    put_u64(in->joined_ms, false, &out->has_joined_ms, &out->joined_ms);
+    return 0;
+}
+
+static int services_to_pb(const struct cd_service_health *in,
+                          size_t n,
+                          struct scratch *s,
+                          Clusterd__ServiceHealth ***out)
+{
+    Clusterd__ServiceHealth *sv;
+    void **ptrs;
+    size_t i;
+
+    if (n > CODEC_MAX_SERVICES) {
+        return CD_ETOOMANY;
+    }
+    if (n > 0 && in == NULL) {
+        return CD_EBADOP;
+    }
+    sv = pb_array(s, n, sizeof(*sv), &ptrs);
+    if (n > 0 && sv == NULL) {
+        return -ENOMEM;
+    }
+    for (i = 0; i < n; i++) {
+        clusterd__service_health__init(&sv[i]);
+        if (in[i].name == NULL) {
+            return CD_EBADOP;
+        }
+        sv[i].name = pb_str(in[i].name);
+        sv[i].up = in[i].up != 0;
+        sv[i].detail = pb_str(in[i].detail);
+    }
+    *out = (Clusterd__ServiceHealth **)ptrs;
+    return 0;
+}
+
 /* The body structs of an Envelope; only the one for the type is used. */
 union pb_body {
     Clusterd__Error error;
@@ -1363,6 +1600,16 @@ union pb_body {
     Clusterd__ShutdownRequest shutdown;
     Clusterd__TokenRequest token;
     Clusterd__TokenResponse token_resp;
+    struct
+    {
+        Clusterd__ChildJoinRequest req;
+        Clusterd__ChildInfo info;
+    } child_join;
+    Clusterd__ChildJoinResponse child_join_resp;
+    Clusterd__ChildLeaveRequest child_leave;
+    Clusterd__ChildReport child_report;
+    Clusterd__ChildrenRequest children;
+    Clusterd__ChildrenResponse children_resp;
 };
 
 static int range_resp_to_pb(const struct cd_msg *m,
@@ -1543,6 +1790,81 @@ static int log_upload_to_pb(const struct cd_msg *m,
     return 0;
 }
 
+static int child_report_to_pb(const struct cd_msg *m,
+                              struct scratch *s,
+                              Clusterd__ChildReport *out)
+{
+    int rc;
+
+    clusterd__child_report__init(out);
+    rc = services_to_pb(m->u.child_report.services,
+                        m->u.child_report.n_services, s, &out->services);
+    if (rc != 0) {
+        return rc;
+    }
+    out->n_services = m->u.child_report.n_services;
+    out->child_id = m->u.child_report.child_id;
+    put_u64(m->u.child_report.revision, false, &out->has_revision,
+            &out->revision);
+    out->state = pb_str(m->u.child_report.state);
+    put_u64(m->u.child_report.staleness_ms, false, &out->has_staleness_ms,
+            &out->staleness_ms);
+    return 0;
+}
+
+static int children_resp_to_pb(const struct cd_msg *m,
+                               struct scratch *s,
+                               Clusterd__ChildrenResponse *out)
+{
+    size_t n = m->u.children_resp.n_children;
+    const struct cd_child_status *in = m->u.children_resp.children;
+    Clusterd__ChildStatus *cs;
+    Clusterd__ChildInfo *infos;
+    void **ptrs;
+    void **info_ptrs;
+    size_t i;
+    int rc;
+
+    clusterd__children_response__init(out);
+    if (n > CODEC_MAX_CHILDREN) {
+        return CD_ETOOMANY;
+    }
+    if (n > 0 && in == NULL) {
+        return CD_EBADOP;
+    }
+    cs = pb_array(s, n, sizeof(*cs), &ptrs);
+    infos = pb_array(s, n, sizeof(*infos), &info_ptrs);
+    if (n > 0 && (cs == NULL || infos == NULL)) {
+        return -ENOMEM;
+    }
+    for (i = 0; i < n; i++) {
+        clusterd__child_status__init(&cs[i]);
+        rc = child_info_to_pb(&in[i].info, &infos[i]);
+        if (rc == 0) {
+            rc = services_to_pb(in[i].services, in[i].n_services, s,
+                                &cs[i].services);
+        }
+        if (rc != 0) {
+            return rc;
+        }
+        cs[i].info = &infos[i];
+        cs[i].state = pb_str(in[i].state);
+        /* Present exactly when the caller says so: 0 ms ago is news. */
+        cs[i].has_last_seen_ms_ago = in[i].has_last_seen != 0;
+        cs[i].last_seen_ms_ago = in[i].last_seen_ms_ago;
+        put_u64(in[i].revision, false, &cs[i].has_revision, &cs[i].revision);
+        put_u64(in[i].lag, false, &cs[i].has_lag, &cs[i].lag);
+        cs[i].n_services = in[i].n_services;
+        put_u64(in[i].staleness_ms, false, &cs[i].has_staleness_ms,
+                &cs[i].staleness_ms);
+    }
+    out->children = (Clusterd__ChildStatus **)ptrs;
+    out->n_children = n;
+    put_u64(m->u.children_resp.revision, false, &out->has_revision,
+            &out->revision);
+    return 0;
+}
+
 static int body_to_pb(const struct cd_msg *m,
                       struct scratch *s,
                       union pb_body *b,
@@ -1690,6 +2012,8 @@ static int body_to_pb(const struct cd_msg *m,
                     &b->hello.revision);
             b->hello.hostname = pb_str(m->u.hello.hostname);
             b->hello.version = pb_str(m->u.hello.version);
+            put_u64(m->u.hello.registered_rev, false,
+                    &b->hello.has_registered_rev, &b->hello.registered_rev);
             e->hello = &b->hello;
             break;
         case CD_MSG_LOG_UPLOAD:
@@ -1723,6 +2047,42 @@ static int body_to_pb(const struct cd_msg *m,
             put_u64(m->u.token_resp.expires_ms, false,
                     &b->token_resp.has_expires_ms, &b->token_resp.expires_ms);
             e->token_resp = &b->token_resp;
+            break;
+        case CD_MSG_CHILD_JOIN:
+            if (m->u.child_join.token == NULL) {
+                return CD_EBADOP;
+            }
+            clusterd__child_join_request__init(&b->child_join.req);
+            rc = child_info_to_pb(&m->u.child_join.info, &b->child_join.info);
+            b->child_join.req.token = pb_str(m->u.child_join.token);
+            b->child_join.req.info = &b->child_join.info;
+            e->child_join = &b->child_join.req;
+            break;
+        case CD_MSG_CHILD_JOIN_RESP:
+            clusterd__child_join_response__init(&b->child_join_resp);
+            b->child_join_resp.child_id = m->u.child_join_resp.child_id;
+            b->child_join_resp.cluster_id = m->u.child_join_resp.cluster_id;
+            put_u64(m->u.child_join_resp.registered_rev, false,
+                    &b->child_join_resp.has_registered_rev,
+                    &b->child_join_resp.registered_rev);
+            e->child_join_resp = &b->child_join_resp;
+            break;
+        case CD_MSG_CHILD_LEAVE:
+            clusterd__child_leave_request__init(&b->child_leave);
+            b->child_leave.child_id = m->u.child_leave.child_id;
+            e->child_leave = &b->child_leave;
+            break;
+        case CD_MSG_CHILD_REPORT:
+            rc = child_report_to_pb(m, s, &b->child_report);
+            e->child_report = &b->child_report;
+            break;
+        case CD_MSG_CHILDREN:
+            clusterd__children_request__init(&b->children);
+            e->children = &b->children;
+            break;
+        case CD_MSG_CHILDREN_RESP:
+            rc = children_resp_to_pb(m, s, &b->children_resp);
+            e->children_resp = &b->children_resp;
             break;
         case CD_MSG_NONE:
         default:
@@ -1815,4 +2175,145 @@ int codec_command_encode(const struct cd_batch *b,
 out:
     scratch_free(&s);
     return rc;
+}
+
+/* --- registry records -------------------------------------------------- */
+
+int codec_child_info_encode(const struct cd_child_info *ci,
+                            uint8_t **out,
+                            size_t *len)
+{
+    Clusterd__ChildInfo pb;
+    size_t size;
+    size_t packed;
+    uint8_t *buf;
+    int rc;
+
+    *out = NULL;
+    *len = 0;
+    rc = child_info_to_pb(ci, &pb);
+    if (rc != 0) {
+        return rc;
+    }
+    size = clusterd__child_info__get_packed_size(&pb);
+    /* Past 4 GiB protobuf-c's 32-bit string lengths would wrap. */
+    if (size > UINT32_MAX) {
+        return CD_EFRAMETOOBIG;
+    }
+    /* Never zero: the id is always on the wire. */
+    buf = malloc(size);
+    if (buf == NULL) {
+        return -ENOMEM;
+    }
+    packed = clusterd__child_info__pack(&pb, buf);
+    assert(packed == size);
+    (void)packed;
+    *out = buf;
+    *len = size;
+    return 0;
+}
+
+/* Our copies are from malloc; the struct holds them as const. */
+static void free_const(const void *p)
+{
+    free((void *)(uintptr_t)p);
+}
+
+/* A copy of s from malloc, or NULL for NULL; -ENOMEM. */
+static int dup_str(const char *s, const char **out)
+{
+    char *c;
+
+    *out = NULL;
+    if (s == NULL) {
+        return 0;
+    }
+    c = strdup(s);
+    if (c == NULL) {
+        return -ENOMEM;
+    }
+    *out = c;
+    return 0;
+}
+
+/*
+ * A record outlives any buffer it was read from (a store value is only
+ * valid within its read transaction), so unlike a decoded message it owns
+ * copies of its strings instead of the unpacked message.
+ */
+int codec_child_info_decode(const uint8_t *buf,
+                            size_t len,
+                            struct cd_child_info *out)
+{
+    ProtobufCMessage *root = NULL;
+    const Clusterd__ChildInfo *in;
+    char **addrs;
+    size_t i;
+    int rc;
+
+    memset(out, 0, sizeof(*out));
+    rc = unpack(&clusterd__child_info__descriptor, buf, len, &root);
+    if (rc != 0) {
+        return rc;
+    }
+    in = (const Clusterd__ChildInfo *)root;
+    rc = child_info_size(in);
+    if (rc != 0) {
+        goto out;
+    }
+    out->id = in->id;
+    out->joined_ms = in->joined_ms;
+    if (in->n_addresses > 0) {
+        addrs = calloc(in->n_addresses, sizeof(*addrs));
+        if (addrs == NULL) {
+            rc = -ENOMEM;
+            goto out;
+        }
+        /* Set before filling: a failure frees what was copied so far. */
+        out->addresses = (const char *const *)addrs;
+        out->n_addresses = in->n_addresses;
+        for (i = 0; i < in->n_addresses; i++) {
+            addrs[i] = strdup(in->addresses[i]);
+            if (addrs[i] == NULL) {
+                rc = -ENOMEM;
+                goto out;
+            }
+        }
+    }
+    rc = dup_str(in->hostname, &out->hostname);
+    if (rc == 0) {
+        rc = dup_str(in->mac, &out->mac);
+    }
+    if (rc == 0) {
+        rc = dup_str(in->os, &out->os);
+    }
+    if (rc == 0) {
+        rc = dup_str(in->app_version, &out->app_version);
+    }
+out:
+    protobuf_c_message_free_unpacked(root, NULL);
+    if (rc != 0) {
+        codec_child_info_free(out);
+    }
+    return rc;
+}
+
+void codec_child_info_free(struct cd_child_info *ci)
+{
+    size_t i;
+
+    if (ci == NULL) {
+        return;
+    }
+    if (ci->addresses != NULL) {
+        for (i = 0; i < ci->n_addresses; i++) {
+            free_const(ci->addresses[i]);
+        }
+        free_const(ci->addresses);
+    }
+    free_const(ci->hostname);
+    free_const(ci->mac);
+    free_const(ci->os);
+    free_const(ci->app_version);
+    memset(ci, 0, sizeof(*ci));
 }

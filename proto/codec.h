@@ -17,6 +17,8 @@
  *
  * Ownership: a decoded message owns its memory; every pointer in it
  * (cd_buf data, strings, arrays) borrows from it until codec_msg_free().
+ * A decoded registry record (struct cd_child_info on its own) owns its
+ * strings until codec_child_info_free().
  * For encoding, pointers in the caller's struct are borrowed for the call.
  */
 #ifndef CD_CODEC_H
@@ -30,8 +32,11 @@
 #define CODEC_HEADER_SIZE 4
 #define CODEC_DEFAULT_MAX_FRAME (16u << 20)
 /* Bounds on decoded content, against memory blow-up from tiny frames. */
-#define CODEC_MAX_OPS 100000u   /* ops in a Command or write */
-#define CODEC_MAX_TXN_OPS 1024u /* compares, then or else ops of a txn */
+#define CODEC_MAX_OPS 100000u      /* ops in a Command or write */
+#define CODEC_MAX_TXN_OPS 1024u    /* compares, then or else ops of a txn */
+#define CODEC_MAX_ADDRESSES 64u    /* addresses of a child */
+#define CODEC_MAX_SERVICES 256u    /* services of a child's report or status */
+#define CODEC_MAX_CHILDREN 100000u /* children in a listing */
 
 /* --- framing ----------------------------------------------------------- */
 
@@ -102,6 +107,12 @@ enum cd_msg_type {
     CD_MSG_SHUTDOWN = 31,
     CD_MSG_TOKEN = 32,
     CD_MSG_TOKEN_RESP = 33,
+    CD_MSG_CHILD_JOIN = 34,
+    CD_MSG_CHILD_JOIN_RESP = 35,
+    CD_MSG_CHILD_LEAVE = 36,
+    CD_MSG_CHILD_REPORT = 37,
+    CD_MSG_CHILDREN = 38,
+    CD_MSG_CHILDREN_RESP = 39,
 };
 
 /* "WRITE", "CHANGES", ...; "UNKNOWN" otherwise.  Static storage. */
@@ -153,6 +164,41 @@ struct cd_log_record
     uint64_t seq;
     uint64_t time_ms;
     struct cd_buf record;
+};
+
+/* A child's registry record: the value of /cluster/children/<id>. */
+struct cd_child_info
+{
+    uint64_t id;
+    const char *hostname;         /* NULL if absent */
+    const char *const *addresses; /* n_addresses strings, none NULL */
+    size_t n_addresses;
+    const char *mac;         /* NULL if absent */
+    const char *os;          /* NULL if absent */
+    const char *app_version; /* NULL if absent */
+    uint64_t joined_ms;
+};
+
+struct cd_service_health
+{
+    const char *name;
+    int up;
+    const char *detail; /* NULL if absent */
+};
+
+/* One child as the leader sees it. */
+struct cd_child_status
+{
+    struct cd_child_info info;
+    /* "following", "degraded", "gone" or "unknown"; NULL if absent */
+    const char *state;
+    int has_last_seen; /* last_seen_ms_ago present */
+    uint64_t last_seen_ms_ago;
+    uint64_t revision;
+    uint64_t lag;
+    const struct cd_service_health *services;
+    size_t n_services;
+    uint64_t staleness_ms;
 };
 
 /*
@@ -261,6 +307,7 @@ struct cd_msg
             uint64_t revision;
             const char *hostname;
             const char *version;
+            uint64_t registered_rev; /* from CHILD_JOIN_RESP; 0: unknown */
         } hello;
         struct
         {
@@ -282,6 +329,37 @@ struct cd_msg
             const char *token;
             uint64_t expires_ms;
         } token_resp;
+        struct
+        {
+            const char *token;
+            struct cd_child_info info; /* info.id is ignored */
+        } child_join;
+        struct
+        {
+            uint64_t child_id;
+            uint64_t cluster_id;
+            uint64_t registered_rev; /* the revision of the registration */
+        } child_join_resp;
+        struct
+        {
+            uint64_t child_id;
+        } child_leave;
+        struct
+        {
+            uint64_t child_id;
+            uint64_t revision;
+            const char *state; /* "following" or "degraded"; NULL if absent */
+            const struct cd_service_health *services;
+            size_t n_services;
+            uint64_t staleness_ms; /* 0: connected to a parent now */
+        } child_report;
+        /* CD_MSG_CHILDREN has no body fields. */
+        struct
+        {
+            const struct cd_child_status *children;
+            size_t n_children;
+            uint64_t revision;
+        } children_resp;
     } u;
     void *codec__owned; /* decoded messages only: what to free */
 };
@@ -346,5 +424,35 @@ int codec_command_decode(const uint8_t *buf,
                          size_t len,
                          struct codec_command *out);
 void codec_command_free(struct codec_command *c);
+
+/* --- registry records -------------------------------------------------- */
+
+/*
+ * The registry record stored as the value of /cluster/children/<id>: a
+ * ChildInfo message on its own (not an Envelope, no frame header).
+ *
+ * Encode ci into a buffer from malloc; *out / *len receive it and the
+ * caller frees it.  Errors: CD_ETOOMANY (over CODEC_MAX_ADDRESSES),
+ * CD_EBADOP (addresses NULL with n_addresses > 0, or a NULL address),
+ * CD_EFRAMETOOBIG (over UINT32_MAX), -ENOMEM.
+ */
+int codec_child_info_encode(const struct cd_child_info *ci,
+                            uint8_t **out,
+                            size_t *len);
+
+/*
+ * Decode; on success *out borrows nothing from buf and must be freed with
+ * codec_child_info_free(out).  On error *out is zeroed and needs no
+ * freeing.  Errors: CD_EMALFORMED (does not parse, id missing),
+ * CD_ETOOMANY (over CODEC_MAX_ADDRESSES, or a payload that would unpack
+ * to over 128 times its size), -ENOMEM.
+ */
+int codec_child_info_decode(const uint8_t *buf,
+                            size_t len,
+                            struct cd_child_info *out);
+
+/* Free what codec_child_info_decode() allocated and zero *ci; NULL-safe,
+ * safe on a zeroed struct.  Only for decoded records. */
+void codec_child_info_free(struct cd_child_info *ci);
 
 #endif

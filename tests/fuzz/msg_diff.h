@@ -188,6 +188,103 @@ static inline const char *kv_diff(const char *name,
     return NULL;
 }
 
+static inline const char *child_info_diff(const char *name,
+                                          const struct cd_child_info *a,
+                                          const struct cd_child_info *b)
+{
+    char path[128];
+    size_t i;
+
+    if (a->id != b->id) {
+        return msg_diff_at(name, ".id", (size_t)-1);
+    }
+    if (!msg_diff_str_eq(a->hostname, b->hostname)) {
+        return msg_diff_at(name, ".hostname", (size_t)-1);
+    }
+    if (a->n_addresses != b->n_addresses) {
+        return msg_diff_at(name, ".n_addresses", (size_t)-1);
+    }
+    snprintf(path, sizeof(path), "%s.addresses", name);
+    for (i = 0; i < a->n_addresses; i++) {
+        if (!msg_diff_str_eq(a->addresses[i], b->addresses[i])) {
+            return msg_diff_at(path, "", i);
+        }
+    }
+    if (!msg_diff_str_eq(a->mac, b->mac)) {
+        return msg_diff_at(name, ".mac", (size_t)-1);
+    }
+    if (!msg_diff_str_eq(a->os, b->os)) {
+        return msg_diff_at(name, ".os", (size_t)-1);
+    }
+    if (!msg_diff_str_eq(a->app_version, b->app_version)) {
+        return msg_diff_at(name, ".app_version", (size_t)-1);
+    }
+    if (a->joined_ms != b->joined_ms) {
+        return msg_diff_at(name, ".joined_ms", (size_t)-1);
+    }
+    return NULL;
+}
+
+/* Compare n services; name is the path of the array. */
+static inline const char *services_diff(const char *name,
+                                        const struct cd_service_health *a,
+                                        const struct cd_service_health *b,
+                                        size_t n)
+{
+    size_t i;
+
+    for (i = 0; i < n; i++) {
+        if (!msg_diff_str_eq(a[i].name, b[i].name)) {
+            return msg_diff_at(name, ".name", i);
+        }
+        if (!msg_diff_flag_eq(a[i].up, b[i].up)) {
+            return msg_diff_at(name, ".up", i);
+        }
+        if (!msg_diff_str_eq(a[i].detail, b[i].detail)) {
+            return msg_diff_at(name, ".detail", i);
+        }
+    }
+    return NULL;
+}
+
+static inline const char *child_status_diff(const char *name,
+                                            const struct cd_child_status *a,
+                                            const struct cd_child_status *b)
+{
+    char path[128];
+
+    snprintf(path, sizeof(path), "%s.info", name);
+    if (child_info_diff(path, &a->info, &b->info) != NULL) {
+        return msg_diff_where;
+    }
+    if (!msg_diff_str_eq(a->state, b->state)) {
+        return msg_diff_at(name, ".state", (size_t)-1);
+    }
+    if (!msg_diff_flag_eq(a->has_last_seen, b->has_last_seen)) {
+        return msg_diff_at(name, ".has_last_seen", (size_t)-1);
+    }
+    if (a->has_last_seen && a->last_seen_ms_ago != b->last_seen_ms_ago) {
+        return msg_diff_at(name, ".last_seen_ms_ago", (size_t)-1);
+    }
+    if (a->revision != b->revision) {
+        return msg_diff_at(name, ".revision", (size_t)-1);
+    }
+    if (a->lag != b->lag) {
+        return msg_diff_at(name, ".lag", (size_t)-1);
+    }
+    if (a->n_services != b->n_services) {
+        return msg_diff_at(name, ".n_services", (size_t)-1);
+    }
+    snprintf(path, sizeof(path), "%s.services", name);
+    if (services_diff(path, a->services, b->services, a->n_services) != NULL) {
+        return msg_diff_where;
+    }
+    if (a->staleness_ms != b->staleness_ms) {
+        return msg_diff_at(name, ".staleness_ms", (size_t)-1);
+    }
+    return NULL;
+}
+
 #define MSG_DIFF_NUM(field)                           \
     if (a->u.field != b->u.field) {                   \
         return msg_diff_at("u.", #field, (size_t)-1); \
@@ -348,6 +445,7 @@ static inline const char *msg_diff(const struct cd_msg *a,
             MSG_DIFF_NUM(hello.revision);
             MSG_DIFF_STR(hello.hostname);
             MSG_DIFF_STR(hello.version);
+            MSG_DIFF_NUM(hello.registered_rev);
             break;
         case CD_MSG_LOG_UPLOAD:
             MSG_DIFF_NUM(log_upload.child_id);
@@ -379,6 +477,47 @@ static inline const char *msg_diff(const struct cd_msg *a,
             MSG_DIFF_STR(token_resp.token);
             MSG_DIFF_NUM(token_resp.expires_ms);
             break;
+        case CD_MSG_CHILD_JOIN:
+            MSG_DIFF_STR(child_join.token);
+            return child_info_diff("u.child_join.info", &a->u.child_join.info,
+                                   &b->u.child_join.info);
+        case CD_MSG_CHILD_JOIN_RESP:
+            MSG_DIFF_NUM(child_join_resp.child_id);
+            MSG_DIFF_NUM(child_join_resp.cluster_id);
+            MSG_DIFF_NUM(child_join_resp.registered_rev);
+            break;
+        case CD_MSG_CHILD_LEAVE:
+            MSG_DIFF_NUM(child_leave.child_id);
+            break;
+        case CD_MSG_CHILD_REPORT:
+            MSG_DIFF_NUM(child_report.child_id);
+            MSG_DIFF_NUM(child_report.revision);
+            MSG_DIFF_STR(child_report.state);
+            MSG_DIFF_NUM(child_report.n_services);
+            d = services_diff(
+                "u.child_report.services", a->u.child_report.services,
+                b->u.child_report.services, a->u.child_report.n_services);
+            if (d != NULL) {
+                return d;
+            }
+            MSG_DIFF_NUM(child_report.staleness_ms);
+            break;
+        case CD_MSG_CHILDREN_RESP:
+            MSG_DIFF_NUM(children_resp.n_children);
+            for (i = 0; i < a->u.children_resp.n_children; i++) {
+                char path[64];
+
+                snprintf(path, sizeof(path), "u.children_resp.children[%zu]",
+                         i);
+                d = child_status_diff(path, &a->u.children_resp.children[i],
+                                      &b->u.children_resp.children[i]);
+                if (d != NULL) {
+                    return d;
+                }
+            }
+            MSG_DIFF_NUM(children_resp.revision);
+            break;
+        case CD_MSG_CHILDREN:
         case CD_MSG_SHUTDOWN:
         case CD_MSG_OK:
         case CD_MSG_STATUS:

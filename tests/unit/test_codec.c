@@ -290,6 +290,54 @@ static const struct cd_log_record sample_records[] = {
     {.seq = 2, .time_ms = 3, .record = {NULL, 0}},
 };
 
+static const char *const sample_addresses[] = {"10.0.1.5", "fe80::1", ""};
+
+/* A registry record with every field set. */
+static const struct cd_child_info sample_info = {
+    .id = 31,
+    .hostname = "child-1",
+    .addresses = sample_addresses,
+    .n_addresses = sizeof(sample_addresses) / sizeof(sample_addresses[0]),
+    .mac = "00:11:22:33:44:55",
+    .os = "linux 6.1",
+    .app_version = "agent 2.1.0",
+    .joined_ms = 1700000000789ull,
+};
+
+static const struct cd_service_health sample_services[] = {
+    {.name = "sshd", .up = 1, .detail = "active (running)"},
+    {.name = "scanner", .up = 0, .detail = NULL},
+    {.name = "", .up = 1, .detail = ""},
+};
+
+static const struct cd_child_status sample_children[] = {
+    /* Seen 0 ms ago is present, not absent. */
+    {.info = {.id = 31,
+              .hostname = "child-1",
+              .addresses = sample_addresses,
+              .n_addresses = 2,
+              .mac = "00:11:22:33:44:55",
+              .os = "linux",
+              .app_version = "2.1",
+              .joined_ms = 5},
+     .state = "following",
+     .has_last_seen = 1,
+     .last_seen_ms_ago = 0,
+     .revision = 40,
+     .lag = 2,
+     .services = sample_services,
+     .n_services = 2,
+     .staleness_ms = 1500},
+    /* Registered, never heard from: nothing but the record's id. */
+    {.info = {.id = UINT64_MAX}, .state = "unknown"},
+    {.info = {.id = 33, .hostname = "child-3"},
+     .state = "gone",
+     .has_last_seen = 1,
+     .last_seen_ms_ago = 86400000,
+     .services = sample_services + 2,
+     .n_services = 1},
+};
+
 static const enum cd_msg_type all_types[] = {
     CD_MSG_ERROR,
     CD_MSG_OK,
@@ -315,6 +363,12 @@ static const enum cd_msg_type all_types[] = {
     CD_MSG_SHUTDOWN,
     CD_MSG_TOKEN,
     CD_MSG_TOKEN_RESP,
+    CD_MSG_CHILD_JOIN,
+    CD_MSG_CHILD_JOIN_RESP,
+    CD_MSG_CHILD_LEAVE,
+    CD_MSG_CHILD_REPORT,
+    CD_MSG_CHILDREN,
+    CD_MSG_CHILDREN_RESP,
 };
 
 #define N_ALL_TYPES (sizeof(all_types) / sizeof(all_types[0]))
@@ -411,6 +465,7 @@ static void sample_msg(enum cd_msg_type t, struct cd_msg *m)
             m->u.hello.revision = 32;
             m->u.hello.hostname = "child-1";
             m->u.hello.version = "clusterd 0.1";
+            m->u.hello.registered_rev = 30;
             break;
         case CD_MSG_LOG_UPLOAD:
             m->u.log_upload.child_id = 31;
@@ -432,6 +487,33 @@ static void sample_msg(enum cd_msg_type t, struct cd_msg *m)
         case CD_MSG_TOKEN_RESP:
             m->u.token_resp.token = "0123456789abcdef0123456789abcdef";
             m->u.token_resp.expires_ms = 1700000000000ull;
+            break;
+        case CD_MSG_CHILD_JOIN:
+            m->u.child_join.token = "0123456789abcdef0123456789abcdef";
+            m->u.child_join.info = sample_info;
+            break;
+        case CD_MSG_CHILD_JOIN_RESP:
+            m->u.child_join_resp.child_id = 31;
+            m->u.child_join_resp.cluster_id = 0xfeedfacecafebeefull;
+            m->u.child_join_resp.registered_rev = 30;
+            break;
+        case CD_MSG_CHILD_LEAVE:
+            m->u.child_leave.child_id = 31;
+            break;
+        case CD_MSG_CHILD_REPORT:
+            m->u.child_report.child_id = 31;
+            m->u.child_report.revision = 41;
+            m->u.child_report.state = "degraded";
+            m->u.child_report.services = sample_services;
+            m->u.child_report.n_services =
+                sizeof(sample_services) / sizeof(sample_services[0]);
+            m->u.child_report.staleness_ms = 2500;
+            break;
+        case CD_MSG_CHILDREN_RESP:
+            m->u.children_resp.children = sample_children;
+            m->u.children_resp.n_children =
+                sizeof(sample_children) / sizeof(sample_children[0]);
+            m->u.children_resp.revision = 42;
             break;
         default:
             break;
@@ -476,6 +558,15 @@ static void test_type_names(void **state)
     assert_string_equal(codec_msg_type_name(CD_MSG_MEMBER_CHANGE),
                         "MEMBER_CHANGE");
     assert_string_equal(codec_msg_type_name(CD_MSG_COMMAND), "COMMAND");
+    assert_string_equal(codec_msg_type_name(CD_MSG_CHILD_JOIN), "CHILD_JOIN");
+    assert_string_equal(codec_msg_type_name(CD_MSG_CHILD_JOIN_RESP),
+                        "CHILD_JOIN_RESP");
+    assert_string_equal(codec_msg_type_name(CD_MSG_CHILD_LEAVE), "CHILD_LEAVE");
+    assert_string_equal(codec_msg_type_name(CD_MSG_CHILD_REPORT),
+                        "CHILD_REPORT");
+    assert_string_equal(codec_msg_type_name(CD_MSG_CHILDREN), "CHILDREN");
+    assert_string_equal(codec_msg_type_name(CD_MSG_CHILDREN_RESP),
+                        "CHILDREN_RESP");
     assert_string_equal(codec_msg_type_name(CD_MSG_NONE), "UNKNOWN");
     assert_string_equal(codec_msg_type_name((enum cd_msg_type)99), "UNKNOWN");
     for (size_t i = 0; i < N_ALL_TYPES; i++) {
@@ -610,6 +701,480 @@ static void test_roundtrip_write_each_op(void **state)
         codec_msg_free(&d);
         free(frame);
     }
+}
+
+/* The children messages with every optional part absent or empty:
+ * strings come back NULL, arrays NULL with a count of 0. */
+static void test_roundtrip_children_absent(void **state)
+{
+    struct cd_msg m;
+    struct cd_msg d;
+    uint8_t *frame;
+    size_t len;
+
+    (void)state;
+    memset(&m, 0, sizeof(m));
+    m.type = CD_MSG_CHILD_JOIN;
+    m.u.child_join.token = "";
+    encode_decode(&m, &d, &frame, &len);
+    expect_no_diff(msg_diff(&m, &d), "bare child join");
+    assert_string_equal(d.u.child_join.token, "");
+    assert_int_equal(d.u.child_join.info.id, 0);
+    assert_null(d.u.child_join.info.hostname);
+    assert_null(d.u.child_join.info.addresses);
+    assert_int_equal(d.u.child_join.info.n_addresses, 0);
+    assert_null(d.u.child_join.info.mac);
+    assert_null(d.u.child_join.info.os);
+    assert_null(d.u.child_join.info.app_version);
+    assert_int_equal(d.u.child_join.info.joined_ms, 0);
+    codec_msg_free(&d);
+    free(frame);
+
+    /* Zero ids are content: required fields always go on the wire. */
+    memset(&m, 0, sizeof(m));
+    m.type = CD_MSG_CHILD_JOIN_RESP;
+    encode_decode(&m, &d, &frame, &len);
+    expect_no_diff(msg_diff(&m, &d), "zero join reply");
+    codec_msg_free(&d);
+    free(frame);
+    m.type = CD_MSG_CHILD_LEAVE;
+    encode_decode(&m, &d, &frame, &len);
+    expect_no_diff(msg_diff(&m, &d), "zero leave");
+    codec_msg_free(&d);
+    free(frame);
+    m.type = CD_MSG_CHILDREN;
+    encode_decode(&m, &d, &frame, &len);
+    assert_int_equal(d.type, CD_MSG_CHILDREN);
+    codec_msg_free(&d);
+    free(frame);
+
+    memset(&m, 0, sizeof(m));
+    m.type = CD_MSG_CHILD_REPORT;
+    m.u.child_report.child_id = 7;
+    encode_decode(&m, &d, &frame, &len);
+    expect_no_diff(msg_diff(&m, &d), "bare report");
+    assert_int_equal(d.u.child_report.child_id, 7);
+    assert_null(d.u.child_report.state);
+    assert_null(d.u.child_report.services);
+    assert_int_equal(d.u.child_report.n_services, 0);
+    codec_msg_free(&d);
+    free(frame);
+
+    /* A service without detail; an empty state stays an empty string. */
+    static const struct cd_service_health bare_service[] = {{.name = "x"}};
+    m.u.child_report.state = "";
+    m.u.child_report.services = bare_service;
+    m.u.child_report.n_services = 1;
+    encode_decode(&m, &d, &frame, &len);
+    expect_no_diff(msg_diff(&m, &d), "report with a bare service");
+    assert_string_equal(d.u.child_report.state, "");
+    assert_int_equal(d.u.child_report.n_services, 1);
+    assert_string_equal(d.u.child_report.services[0].name, "x");
+    assert_int_equal(d.u.child_report.services[0].up, 0);
+    assert_null(d.u.child_report.services[0].detail);
+    codec_msg_free(&d);
+    free(frame);
+
+    memset(&m, 0, sizeof(m));
+    m.type = CD_MSG_CHILDREN_RESP;
+    encode_decode(&m, &d, &frame, &len);
+    expect_no_diff(msg_diff(&m, &d), "empty listing");
+    assert_null(d.u.children_resp.children);
+    assert_int_equal(d.u.children_resp.n_children, 0);
+    codec_msg_free(&d);
+    free(frame);
+
+    /* The second sample child has nothing but its id. */
+    m.u.children_resp.children = &sample_children[1];
+    m.u.children_resp.n_children = 1;
+    encode_decode(&m, &d, &frame, &len);
+    expect_no_diff(msg_diff(&m, &d), "listing of a bare child");
+    {
+        const struct cd_child_status *c = &d.u.children_resp.children[0];
+
+        assert_int_equal(c->info.id, UINT64_MAX);
+        assert_null(c->info.hostname);
+        assert_null(c->info.addresses);
+        assert_string_equal(c->state, "unknown");
+        assert_int_equal(c->has_last_seen, 0);
+        assert_int_equal(c->last_seen_ms_ago, 0);
+        assert_null(c->services);
+        assert_int_equal(c->n_services, 0);
+    }
+    codec_msg_free(&d);
+    free(frame);
+
+    /* Seen 0 ms ago is kept apart from never seen. */
+    m.u.children_resp.children = &sample_children[0];
+    encode_decode(&m, &d, &frame, &len);
+    assert_int_equal(d.u.children_resp.children[0].has_last_seen, 1);
+    assert_int_equal(d.u.children_resp.children[0].last_seen_ms_ago, 0);
+    codec_msg_free(&d);
+    free(frame);
+
+    /* Flags are booleans on the wire. */
+    static const struct cd_service_health five_up[] = {{.name = "s", .up = 5}};
+    struct cd_child_status flagged = {.has_last_seen = 9,
+                                      .last_seen_ms_ago = 3,
+                                      .services = five_up,
+                                      .n_services = 1};
+    m.u.children_resp.children = &flagged;
+    encode_decode(&m, &d, &frame, &len);
+    expect_no_diff(msg_diff(&m, &d), "flags");
+    assert_int_equal(d.u.children_resp.children[0].has_last_seen, 1);
+    assert_int_equal(d.u.children_resp.children[0].last_seen_ms_ago, 3);
+    assert_int_equal(d.u.children_resp.children[0].services[0].up, 1);
+    codec_msg_free(&d);
+    free(frame);
+}
+
+/*
+ * The comparison the round trips rely on sees a change in each part of
+ * the children messages, down to one address or one service flag: the
+ * round-trip tests above can fail.
+ */
+static void test_children_diff_can_fail(void **state)
+{
+    struct cd_msg a;
+    struct cd_msg b;
+    struct cd_child_status kids[3];
+    struct cd_service_health svcs[3];
+    const char *addrs[3];
+    const char *d;
+
+    (void)state;
+    sample_msg(CD_MSG_CHILDREN_RESP, &a);
+    assert_null(msg_diff(&a, &a));
+
+#define EXPECT_DIFF(what, want)                                         \
+    do {                                                                \
+        d = msg_diff(&a, &b);                                           \
+        if (d == NULL || strcmp(d, (want)) != 0) {                      \
+            fail_msg("%s: expected a difference at %s, got %s", (what), \
+                     (want), d != NULL ? d : "none");                   \
+        }                                                               \
+    } while (0)
+#define RESET_CHILDREN()                                \
+    do {                                                \
+        b = a;                                          \
+        memcpy(kids, sample_children, sizeof(kids));    \
+        memcpy(svcs, sample_services, sizeof(svcs));    \
+        memcpy(addrs, sample_addresses, sizeof(addrs)); \
+        kids[0].services = svcs;                        \
+        kids[0].info.addresses = addrs;                 \
+        b.u.children_resp.children = kids;              \
+    } while (0)
+
+    RESET_CHILDREN();
+    assert_null(msg_diff(&a, &b));
+    addrs[1] = "fe80::2";
+    EXPECT_DIFF("address", "u.children_resp.children[0].info.addresses[1]");
+    RESET_CHILDREN();
+    svcs[1].up = 1;
+    EXPECT_DIFF("service flag", "u.children_resp.children[0].services[1].up");
+    RESET_CHILDREN();
+    svcs[0].detail = NULL;
+    EXPECT_DIFF("detail", "u.children_resp.children[0].services[0].detail");
+    RESET_CHILDREN();
+    kids[0].last_seen_ms_ago = 1;
+    EXPECT_DIFF("last seen", "u.children_resp.children[0].last_seen_ms_ago");
+    RESET_CHILDREN();
+    kids[1].last_seen_ms_ago = 1; /* not present: not compared */
+    assert_null(msg_diff(&a, &b));
+    kids[1].has_last_seen = 1;
+    EXPECT_DIFF("presence", "u.children_resp.children[1].has_last_seen");
+    RESET_CHILDREN();
+    kids[2].info.hostname = NULL;
+    EXPECT_DIFF("hostname", "u.children_resp.children[2].info.hostname");
+    RESET_CHILDREN();
+    kids[2].staleness_ms = 1;
+    EXPECT_DIFF("staleness", "u.children_resp.children[2].staleness_ms");
+    RESET_CHILDREN();
+    b.u.children_resp.n_children = 2;
+    EXPECT_DIFF("count", "u.children_resp.n_children");
+
+    sample_msg(CD_MSG_CHILD_JOIN, &a);
+    b = a;
+    b.u.child_join.info.mac = "00:11:22:33:44:56";
+    EXPECT_DIFF("mac", "u.child_join.info.mac");
+    b = a;
+    b.u.child_join.info.n_addresses = 2;
+    EXPECT_DIFF("address count", "u.child_join.info.n_addresses");
+    sample_msg(CD_MSG_CHILD_REPORT, &a);
+    b = a;
+    b.u.child_report.state = "following";
+    EXPECT_DIFF("state", "u.child_report.state");
+    b = a;
+    b.u.child_report.services = sample_services + 1;
+    b.u.child_report.n_services = 2;
+    EXPECT_DIFF("services", "u.child_report.n_services");
+    sample_msg(CD_MSG_CHILD_JOIN_RESP, &a);
+    b = a;
+    b.u.child_join_resp.registered_rev = 0;
+    EXPECT_DIFF("registered revision", "u.child_join_resp.registered_rev");
+#undef RESET_CHILDREN
+#undef EXPECT_DIFF
+}
+
+/* --- registry records -------------------------------------------------- */
+
+static void expect_child_info_roundtrip(const struct cd_child_info *ci,
+                                        const char *what)
+{
+    struct cd_child_info got;
+    uint8_t *buf;
+    uint8_t *copy;
+    size_t len;
+
+    expect_rc(codec_child_info_encode(ci, &buf, &len), 0);
+    assert_non_null(buf);
+    /* Decode from a private copy that is gone before the comparison:
+     * the record must borrow nothing from it (ASan sees any use). */
+    copy = malloc(len);
+    assert_non_null(copy);
+    memcpy(copy, buf, len);
+    expect_rc(codec_child_info_decode(copy, len, &got), 0);
+    memset(copy, 0xa5, len);
+    free(copy);
+    expect_no_diff(child_info_diff("info", ci, &got), what);
+    /* Deterministic: the decoded record encodes to the same bytes. */
+    {
+        uint8_t *again;
+        size_t again_len;
+
+        expect_rc(codec_child_info_encode(&got, &again, &again_len), 0);
+        if (again_len != len || memcmp(again, buf, len) != 0) {
+            fail_msg("%s: re-encoding the decoded record gave other bytes",
+                     what);
+        }
+        free(again);
+    }
+    codec_child_info_free(&got);
+    assert_null(got.hostname);
+    assert_null(got.addresses);
+    assert_int_equal(got.n_addresses, 0);
+    free(buf);
+}
+
+static void test_child_info_roundtrip(void **state)
+{
+    struct cd_child_info ci = {.id = 5};
+    struct cd_child_info got;
+    uint8_t *buf;
+    size_t len;
+
+    (void)state;
+    expect_child_info_roundtrip(&sample_info, "full record");
+    expect_child_info_roundtrip(&sample_children[2].info, "hostname only");
+    expect_child_info_roundtrip(&ci, "id only");
+
+    /* Absent strings come back NULL, no addresses as NULL and 0. */
+    expect_rc(codec_child_info_encode(&ci, &buf, &len), 0);
+    expect_rc(codec_child_info_decode(buf, len, &got), 0);
+    assert_int_equal(got.id, 5);
+    assert_null(got.hostname);
+    assert_null(got.addresses);
+    assert_int_equal(got.n_addresses, 0);
+    assert_null(got.mac);
+    assert_null(got.os);
+    assert_null(got.app_version);
+    assert_int_equal(got.joined_ms, 0);
+    codec_child_info_free(&got);
+    free(buf);
+
+    /* Empty strings are content; addresses given with n 0 are none. */
+    ci.hostname = "";
+    ci.addresses = sample_addresses;
+    ci.n_addresses = 0;
+    expect_rc(codec_child_info_encode(&ci, &buf, &len), 0);
+    expect_rc(codec_child_info_decode(buf, len, &got), 0);
+    assert_non_null(got.hostname);
+    assert_string_equal(got.hostname, "");
+    assert_null(got.addresses);
+    codec_child_info_free(&got);
+    free(buf);
+
+    /* The same record as the body of a join decodes equal, too. */
+    {
+        struct cd_msg m;
+        struct cd_msg d;
+        uint8_t *frame;
+
+        sample_msg(CD_MSG_CHILD_JOIN, &m);
+        encode_decode(&m, &d, &frame, &len);
+        expect_no_diff(
+            child_info_diff("info", &sample_info, &d.u.child_join.info),
+            "join's info");
+        codec_msg_free(&d);
+        free(frame);
+    }
+
+    /* Unknown fields (a newer writer's) are skipped. */
+    {
+        struct pbw w = {0};
+
+        expect_rc(codec_child_info_encode(&sample_info, &buf, &len), 0);
+        pbw_raw(&w, buf, len);
+        free(buf);
+        pbw_uint(&w, 100, 1);
+        pbw_bytes(&w, 101, "future", 6);
+        expect_rc(codec_child_info_decode(w.buf, w.len, &got), 0);
+        expect_no_diff(child_info_diff("info", &sample_info, &got),
+                       "record with unknown fields");
+        codec_child_info_free(&got);
+        pbw_free(&w);
+    }
+}
+
+/* A ChildInfo{id = 1, addresses = n times "a"} as bytes. */
+static struct pbw child_info_with_addresses(size_t n)
+{
+    struct pbw ci = {0};
+
+    pbw_uint(&ci, 1, 1);
+    for (size_t i = 0; i < n; i++) {
+        pbw_str(&ci, 3, "a");
+    }
+    return ci;
+}
+
+static int child_info_decode_rc(struct pbw *w)
+{
+    struct cd_child_info ci;
+    int rc = codec_child_info_decode(w->buf, w->len, &ci);
+
+    if (rc == 0) {
+        codec_child_info_free(&ci);
+    } else if (ci.hostname != NULL || ci.addresses != NULL ||
+               ci.n_addresses != 0 || ci.id != 0) {
+        fail_msg("failed record decode (%s) left a non-zeroed record",
+                 cd_errname(rc));
+    }
+    pbw_free(w);
+    return rc;
+}
+
+static void test_child_info_too_many(void **state)
+{
+    const char **addrs;
+    struct cd_child_info ci = {.id = 1};
+    struct pbw w;
+    uint8_t *out;
+    size_t len;
+
+    (void)state;
+    /* Decoding: the bound itself is fine, one more is not. */
+    w = child_info_with_addresses(CODEC_MAX_ADDRESSES);
+    expect_rc(child_info_decode_rc(&w), 0);
+    w = child_info_with_addresses(CODEC_MAX_ADDRESSES + 1);
+    expect_rc(child_info_decode_rc(&w), CD_ETOOMANY);
+
+    /* Encoding refuses the same. */
+    addrs = calloc(CODEC_MAX_ADDRESSES + 1, sizeof(*addrs));
+    assert_non_null(addrs);
+    for (size_t i = 0; i <= CODEC_MAX_ADDRESSES; i++) {
+        addrs[i] = "10.0.0.1";
+    }
+    ci.addresses = addrs;
+    ci.n_addresses = CODEC_MAX_ADDRESSES;
+    expect_rc(codec_child_info_encode(&ci, &out, &len), 0);
+    free(out);
+    ci.n_addresses = CODEC_MAX_ADDRESSES + 1;
+    out = (uint8_t *)&ci;
+    len = 99;
+    expect_rc(codec_child_info_encode(&ci, &out, &len), CD_ETOOMANY);
+    assert_null(out);
+    assert_int_equal(len, 0);
+
+    /* A NULL address cannot go on the wire. */
+    ci.n_addresses = 2;
+    addrs[1] = NULL;
+    expect_rc(codec_child_info_encode(&ci, &out, &len), CD_EBADOP);
+    assert_null(out);
+    addrs[1] = "10.0.0.2";
+    expect_rc(codec_child_info_encode(&ci, &out, &len), 0);
+    free(out);
+    ci.addresses = NULL;
+    expect_rc(codec_child_info_encode(&ci, &out, &len), CD_EBADOP);
+    free(addrs);
+}
+
+/*
+ * A truncated record is malformed, unless the cut falls exactly between
+ * two fields after the id: such a prefix is a complete, shorter record.
+ */
+static void test_child_info_truncated(void **state)
+{
+    struct pbw w = {0};
+    size_t ends[8];
+    size_t n_ends = 0;
+
+    (void)state;
+    pbw_uint(&w, 1, 300); /* a two-byte varint */
+    ends[n_ends++] = w.len;
+    pbw_str(&w, 2, "child-1");
+    ends[n_ends++] = w.len;
+    pbw_str(&w, 3, "10.0.1.5");
+    ends[n_ends++] = w.len;
+    pbw_str(&w, 3, "fe80::1");
+    ends[n_ends++] = w.len;
+    pbw_str(&w, 4, "00:11:22:33:44:55");
+    ends[n_ends++] = w.len;
+    pbw_str(&w, 5, "linux");
+    ends[n_ends++] = w.len;
+    pbw_str(&w, 6, "2.1");
+    ends[n_ends++] = w.len;
+    pbw_uint(&w, 7, 1700000000789ull);
+    ends[n_ends++] = w.len;
+
+    /* Control: the whole record decodes, with every field. */
+    {
+        struct cd_child_info ci;
+
+        expect_rc(codec_child_info_decode(w.buf, w.len, &ci), 0);
+        assert_int_equal(ci.id, 300);
+        assert_int_equal(ci.n_addresses, 2);
+        assert_string_equal(ci.addresses[1], "fe80::1");
+        assert_string_equal(ci.app_version, "2.1");
+        assert_int_equal(ci.joined_ms, 1700000000789ull);
+        codec_child_info_free(&ci);
+    }
+
+    for (size_t cut = 0; cut < w.len; cut++) {
+        /* Copy, so that ASan sees a read past the cut. */
+        uint8_t *p = malloc(cut + 1);
+        struct cd_child_info ci;
+        int want = CD_EMALFORMED;
+        int rc;
+
+        for (size_t i = 0; i < n_ends; i++) {
+            if (ends[i] == cut) {
+                want = 0;
+            }
+        }
+        assert_non_null(p);
+        memcpy(p, w.buf, cut);
+        rc = codec_child_info_decode(p, cut, &ci);
+        free(p);
+        if (rc == 0) {
+            codec_child_info_free(&ci);
+        }
+        if (rc != want) {
+            fail_msg("record cut to %zu bytes: expected %s, got %s", cut,
+                     want == 0 ? "success" : cd_errname(want), cd_errname(rc));
+        }
+    }
+    pbw_free(&w);
+
+    /* No id at all: the one required field. */
+    pbw_str(&w, 2, "child-1");
+    expect_rc(child_info_decode_rc(&w), CD_EMALFORMED);
+    pbw_uint(&w, 1, 0);
+    pbw_str(&w, 2, "child-1");
+    expect_rc(child_info_decode_rc(&w), 0);
+    /* Garbage. */
+    pbw_raw(&w, "hello, world", 12);
+    expect_rc(child_info_decode_rc(&w), CD_EMALFORMED);
 }
 
 static size_t alloc_calls;
@@ -1321,6 +1886,36 @@ static void test_decode_missing_fields(void **state)
          "\x08\x01\x12\x08\x08\x06\x2a\x00\x40\x01\x48\x01", 12, CD_EMALFORMED},
         {"LOG_APPEND complete", 30,
          "\x08\x01\x12\x0a\x08\x06\x2a\x00\x38\x01\x40\x01\x48\x01", 14, 0},
+        {"child join complete", 34, "\x0a\x01t\x12\x02\x08\x05", 7, 0},
+        {"child join without info", 34, "\x0a\x01t", 3, CD_EMALFORMED},
+        {"child join without token", 34, "\x12\x02\x08\x05", 4, CD_EMALFORMED},
+        {"child join, info without id", 34, "\x0a\x01t\x12\x00", 5,
+         CD_EMALFORMED},
+        {"join reply complete", 35,
+         "\x08\x01\x11\x01\x02\x03\x04\x05\x06\x07\x08", 11, 0},
+        {"join reply without cluster id", 35, "\x08\x01\x18\x05", 4,
+         CD_EMALFORMED},
+        {"join reply without child id", 35,
+         "\x11\x01\x02\x03\x04\x05\x06\x07\x08", 9, CD_EMALFORMED},
+        {"child leave with id", 36, "\x08\x00", 2, 0},
+        {"child leave without id", 36, "", 0, CD_EMALFORMED},
+        {"report with id only", 37, "\x08\x01", 2, 0},
+        {"report without id", 37, "\x10\x05", 2, CD_EMALFORMED},
+        {"report, service complete", 37, "\x08\x01\x22\x05\x0a\x01s\x10\x01", 9,
+         0},
+        {"report, service without up", 37, "\x08\x01\x22\x03\x0a\x01s", 7,
+         CD_EMALFORMED},
+        {"report, service without name", 37, "\x08\x01\x22\x02\x10\x01", 6,
+         CD_EMALFORMED},
+        {"listing, child with info", 39, "\x0a\x04\x0a\x02\x08\x01", 6, 0},
+        {"listing, child without info", 39, "\x0a\x02\x12\x00", 4,
+         CD_EMALFORMED},
+        {"listing, child's info without id", 39, "\x0a\x02\x0a\x00", 4,
+         CD_EMALFORMED},
+        {"listing, child's service without up", 39,
+         "\x0a\x09\x0a\x02\x08\x01\x32\x03\x0a\x01s", 11, CD_EMALFORMED},
+        {"listing, child's service complete", 39,
+         "\x0a\x0b\x0a\x02\x08\x01\x32\x05\x0a\x01s\x10\x00", 13, 0},
     };
 
     (void)state;
@@ -1437,6 +2032,137 @@ static void test_too_many(void **state)
     free(out);
     free(cmps);
     free(ops);
+}
+
+/* The children messages' bounds, both ways: the bound itself is fine, one
+ * more is CD_ETOOMANY. */
+static void test_too_many_children(void **state)
+{
+    struct pbw w;
+    struct cd_msg m;
+    struct cd_service_health *svcs;
+    struct cd_child_status *kids;
+    const char **addrs;
+    uint8_t *out;
+    size_t len;
+
+    (void)state;
+    /* A join whose info has too many addresses. */
+    for (size_t n = CODEC_MAX_ADDRESSES; n <= CODEC_MAX_ADDRESSES + 1; n++) {
+        struct pbw ci = child_info_with_addresses(n);
+        struct pbw req = {0};
+
+        pbw_str(&req, 1, "t");
+        pbw_msg(&req, 2, &ci);
+        w = envelope(34, &req);
+        expect_rc(decode_rc(&w), n > CODEC_MAX_ADDRESSES ? CD_ETOOMANY : 0);
+    }
+    /* A report with too many services. */
+    for (size_t n = CODEC_MAX_SERVICES; n <= CODEC_MAX_SERVICES + 1; n++) {
+        struct pbw rep = {0};
+
+        pbw_uint(&rep, 1, 1);
+        for (size_t i = 0; i < n; i++) {
+            pbw_bytes(&rep, 4, "\x0a\x01s\x10\x01", 5);
+        }
+        w = envelope(37, &rep);
+        expect_rc(decode_rc(&w), n > CODEC_MAX_SERVICES ? CD_ETOOMANY : 0);
+    }
+    /* A listing with too many children, a child with too many services
+     * or too many addresses. */
+    for (size_t n = CODEC_MAX_CHILDREN; n <= CODEC_MAX_CHILDREN + 1; n++) {
+        struct pbw resp = {0};
+
+        for (size_t i = 0; i < n; i++) {
+            pbw_raw(&resp, "\x0a\x04\x0a\x02\x08\x01", 6);
+        }
+        w = envelope(39, &resp);
+        expect_rc(decode_rc(&w), n > CODEC_MAX_CHILDREN ? CD_ETOOMANY : 0);
+    }
+    for (size_t n = CODEC_MAX_SERVICES; n <= CODEC_MAX_SERVICES + 1; n++) {
+        struct pbw st = {0};
+        struct pbw resp = {0};
+
+        pbw_bytes(&st, 1, "\x08\x01", 2);
+        for (size_t i = 0; i < n; i++) {
+            pbw_bytes(&st, 6, "\x0a\x01s\x10\x01", 5);
+        }
+        pbw_msg(&resp, 1, &st);
+        w = envelope(39, &resp);
+        expect_rc(decode_rc(&w), n > CODEC_MAX_SERVICES ? CD_ETOOMANY : 0);
+    }
+    for (size_t n = CODEC_MAX_ADDRESSES; n <= CODEC_MAX_ADDRESSES + 1; n++) {
+        struct pbw ci = child_info_with_addresses(n);
+        struct pbw st = {0};
+        struct pbw resp = {0};
+
+        pbw_msg(&st, 1, &ci);
+        pbw_msg(&resp, 1, &st);
+        w = envelope(39, &resp);
+        expect_rc(decode_rc(&w), n > CODEC_MAX_ADDRESSES ? CD_ETOOMANY : 0);
+    }
+
+    /* Encoding refuses the same. */
+    addrs = calloc(CODEC_MAX_ADDRESSES + 1, sizeof(*addrs));
+    svcs = calloc(CODEC_MAX_SERVICES + 1, sizeof(*svcs));
+    kids = calloc(CODEC_MAX_CHILDREN + 1, sizeof(*kids));
+    assert_non_null(addrs);
+    assert_non_null(svcs);
+    assert_non_null(kids);
+    for (size_t i = 0; i <= CODEC_MAX_ADDRESSES; i++) {
+        addrs[i] = "a";
+    }
+    for (size_t i = 0; i <= CODEC_MAX_SERVICES; i++) {
+        svcs[i].name = "s";
+    }
+
+    memset(&m, 0, sizeof(m));
+    m.type = CD_MSG_CHILD_JOIN;
+    m.u.child_join.token = "t";
+    m.u.child_join.info.addresses = addrs;
+    m.u.child_join.info.n_addresses = CODEC_MAX_ADDRESSES;
+    expect_rc(codec_encode(&m, 0, &out, &len), 0);
+    free(out);
+    m.u.child_join.info.n_addresses = CODEC_MAX_ADDRESSES + 1;
+    expect_rc(codec_encode(&m, 0, &out, &len), CD_ETOOMANY);
+    assert_null(out);
+
+    memset(&m, 0, sizeof(m));
+    m.type = CD_MSG_CHILD_REPORT;
+    m.u.child_report.services = svcs;
+    m.u.child_report.n_services = CODEC_MAX_SERVICES;
+    expect_rc(codec_encode(&m, 0, &out, &len), 0);
+    free(out);
+    m.u.child_report.n_services = CODEC_MAX_SERVICES + 1;
+    expect_rc(codec_encode(&m, 0, &out, &len), CD_ETOOMANY);
+    assert_null(out);
+
+    memset(&m, 0, sizeof(m));
+    m.type = CD_MSG_CHILDREN_RESP;
+    m.u.children_resp.children = kids;
+    m.u.children_resp.n_children = CODEC_MAX_CHILDREN;
+    expect_rc(codec_encode(&m, 0, &out, &len), 0);
+    free(out);
+    m.u.children_resp.n_children = CODEC_MAX_CHILDREN + 1;
+    expect_rc(codec_encode(&m, 0, &out, &len), CD_ETOOMANY);
+    assert_null(out);
+    m.u.children_resp.n_children = 2;
+    kids[1].services = svcs;
+    kids[1].n_services = CODEC_MAX_SERVICES;
+    expect_rc(codec_encode(&m, 0, &out, &len), 0);
+    free(out);
+    kids[1].n_services = CODEC_MAX_SERVICES + 1;
+    expect_rc(codec_encode(&m, 0, &out, &len), CD_ETOOMANY);
+    kids[1].n_services = 0;
+    kids[1].info.addresses = addrs;
+    kids[1].info.n_addresses = CODEC_MAX_ADDRESSES;
+    expect_rc(codec_encode(&m, 0, &out, &len), 0);
+    free(out);
+    kids[1].info.n_addresses = CODEC_MAX_ADDRESSES + 1;
+    expect_rc(codec_encode(&m, 0, &out, &len), CD_ETOOMANY);
+    free(kids);
+    free(svcs);
+    free(addrs);
 }
 
 /*
@@ -1693,6 +2419,42 @@ static void test_encode_invalid(void **state)
     m.u.log_upload.records = sample_records;
     EXPECT_ENCODE(0);
 
+    /* Required strings and arrays of the children messages. */
+    static const struct cd_service_health no_name[] = {{.up = 1}};
+    static const char *const null_address[] = {"a", NULL};
+    static const struct cd_child_status bad_child[] = {
+        {.info = {.id = 1, .addresses = null_address, .n_addresses = 2}}};
+
+    memset(&m.u, 0, sizeof(m.u));
+    m.type = CD_MSG_CHILD_JOIN;
+    EXPECT_ENCODE(CD_EBADOP); /* no token */
+    m.u.child_join.token = "t";
+    EXPECT_ENCODE(0);
+    m.u.child_join.info.n_addresses = 1;
+    EXPECT_ENCODE(CD_EBADOP); /* addresses NULL */
+    m.u.child_join.info.addresses = null_address;
+    EXPECT_ENCODE(0);
+    m.u.child_join.info.n_addresses = 2;
+    EXPECT_ENCODE(CD_EBADOP); /* a NULL address */
+
+    memset(&m.u, 0, sizeof(m.u));
+    m.type = CD_MSG_CHILD_REPORT;
+    m.u.child_report.n_services = 1;
+    EXPECT_ENCODE(CD_EBADOP); /* services NULL */
+    m.u.child_report.services = no_name;
+    EXPECT_ENCODE(CD_EBADOP);
+    m.u.child_report.services = sample_services;
+    EXPECT_ENCODE(0);
+
+    memset(&m.u, 0, sizeof(m.u));
+    m.type = CD_MSG_CHILDREN_RESP;
+    m.u.children_resp.n_children = 1;
+    EXPECT_ENCODE(CD_EBADOP); /* children NULL */
+    m.u.children_resp.children = bad_child;
+    EXPECT_ENCODE(CD_EBADOP);
+    m.u.children_resp.children = sample_children;
+    EXPECT_ENCODE(0);
+
     /* The frame limit: exactly max_frame fits, one byte less does not. */
     sample_msg(CD_MSG_HELLO, &m);
     expect_rc(codec_encode(&m, 0, &out, &len), 0);
@@ -1717,6 +2479,21 @@ static void test_free_is_safe(void **state)
     codec_command_free(NULL);
     memset(&c, 0, sizeof(c));
     codec_command_free(&c);
+    codec_child_info_free(NULL);
+    {
+        struct cd_child_info ci;
+        uint8_t *buf;
+        size_t len;
+
+        memset(&ci, 0, sizeof(ci));
+        codec_child_info_free(&ci);
+        expect_rc(codec_child_info_encode(&sample_info, &buf, &len), 0);
+        expect_rc(codec_child_info_decode(buf, len, &ci), 0);
+        free(buf);
+        codec_child_info_free(&ci);
+        assert_int_equal(ci.id, 0);
+        codec_child_info_free(&ci);
+    }
 
     /* Freeing twice is harmless: the first free zeroes the message. */
     sample_msg(CD_MSG_CHANGES, &m);
@@ -1742,6 +2519,11 @@ int main(void)
         cmocka_unit_test(test_roundtrip_every_type),
         cmocka_unit_test(test_roundtrip_absent_fields),
         cmocka_unit_test(test_roundtrip_write_each_op),
+        cmocka_unit_test(test_roundtrip_children_absent),
+        cmocka_unit_test(test_children_diff_can_fail),
+        cmocka_unit_test(test_child_info_roundtrip),
+        cmocka_unit_test(test_child_info_too_many),
+        cmocka_unit_test(test_child_info_truncated),
         cmocka_unit_test(test_command_roundtrip),
         cmocka_unit_test(test_command_alloc_failure),
         cmocka_unit_test(test_reader_byte_by_byte),
@@ -1756,6 +2538,7 @@ int main(void)
         cmocka_unit_test(test_decode_bad_placement),
         cmocka_unit_test(test_decode_missing_fields),
         cmocka_unit_test(test_too_many),
+        cmocka_unit_test(test_too_many_children),
         cmocka_unit_test(test_decode_merge_bomb),
         cmocka_unit_test(test_unknown_fields_tolerated),
         cmocka_unit_test(test_encode_invalid),
