@@ -1,0 +1,548 @@
+/*
+ * test_children.c - children with real processes on loopback: clusterd
+ * parents, clusterd-child daemons, and reads through libclusterd straight
+ * from the child's cache, as a program on the child does.
+ *
+ *   - a child joins and follows writes; every parent killed: reads on the
+ *     child go on; the child restarted with every parent still down: reads
+ *     still go on; parents back: the child catches up by itself; the
+ *     revisions a reader observed never went backwards; leave removes it;
+ *   - a child offline past the compaction horizon catches up by snapshot,
+ *     and its cache then holds exactly the parents' keys;
+ *   - refusals: another cluster's id, an unregistered child.
+ *
+ * Timing bounds are generous liveness bounds, never performance claims
+ * (those live in make bench-children).
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <pthread.h>
+#include <setjmp.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <cmocka.h>
+
+#include "harness.h"
+#include "lib/err.h"
+#include "storage/clusterd.h"
+
+static const char *const fast_flags[] = {"--profile", "fast",
+                                         "--set",     "snapshot_threshold=64",
+                                         "--set",     "snapshot_trailing=16",
+                                         "--set",     "history_revisions=200",
+                                         NULL};
+
+#define check_rc(expr, want)                                                  \
+    do {                                                                      \
+        int got_ = (expr);                                                    \
+        if (got_ != (want)) {                                                 \
+            fail_msg("%s: expected %s, got %s (%d)", #expr, cd_errname(want), \
+                     cd_errname(got_), got_);                                 \
+        }                                                                     \
+    } while (0)
+
+#define MAX_CHILDREN 4
+
+struct child
+{
+    pid_t pid;
+    char dir[200];
+    char log[220];
+};
+
+struct fx
+{
+    struct harness h;
+    struct child c[MAX_CHILDREN];
+    char child_bin[4300];
+    char endpoints[256];
+};
+
+static void sleep_ms(unsigned ms)
+{
+    struct timespec ts = {ms / 1000, (long)(ms % 1000) * 1000000};
+    nanosleep(&ts, NULL);
+}
+
+static uint64_t now_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
+}
+
+static int setup(void **state)
+{
+    struct fx *f = calloc(1, sizeof *f);
+    *state = f;
+    return f == NULL ? -1 : 0;
+}
+
+static void child_stop(struct child *c, int sig, int *status)
+{
+    int st = 0;
+    if (c->pid <= 0) {
+        return;
+    }
+    kill(c->pid, sig);
+    uint64_t deadline = now_ms() + 10000;
+    while (waitpid(c->pid, &st, WNOHANG) == 0) {
+        if (now_ms() > deadline) {
+            kill(c->pid, SIGKILL);
+            waitpid(c->pid, &st, 0);
+            break;
+        }
+        sleep_ms(10);
+    }
+    c->pid = 0;
+    if (status != NULL) {
+        *status = st;
+    }
+}
+
+static int teardown(void **state)
+{
+    struct fx *f = *state;
+    for (int i = 0; i < MAX_CHILDREN; i++) {
+        child_stop(&f->c[i], SIGKILL, NULL);
+    }
+    harness_destroy(&f->h);
+    free(f);
+    return 0;
+}
+
+/* Three parents formed by join, and where the children will live. */
+static void form(struct fx *f)
+{
+    struct harness *h = &f->h;
+    check_rc(harness_init(h, 3, fast_flags), 0);
+    check_rc(harness_start(h, 0, H_BOOTSTRAP, 0), 0);
+    for (int i = 1; i < 3; i++) {
+        check_rc(harness_start(h, i, H_JOIN, 0), 0);
+    }
+    check_rc(harness_wait_voters(h, 3, 30000), 0);
+    h->formed = 1;
+    snprintf(f->child_bin, sizeof f->child_bin, "%s-child", h->bin);
+    snprintf(f->endpoints, sizeof f->endpoints, "%s,%s,%s", h->node[0].api,
+             h->node[1].api, h->node[2].api);
+    for (int i = 0; i < MAX_CHILDREN; i++) {
+        snprintf(f->c[i].dir, sizeof f->c[i].dir, "%s/c%d", h->base, i + 1);
+        snprintf(f->c[i].log, sizeof f->c[i].log, "%s/c%d.log", h->base, i + 1);
+    }
+}
+
+static int new_token(struct fx *f, char *tok, size_t len)
+{
+    struct cd_client *c = harness_client(&f->h, 0, 10000);
+    struct cd_msg req, resp;
+    memset(&req, 0, sizeof req);
+    req.type = CD_MSG_TOKEN;
+    req.u.token.ttl_s = 600;
+    int rc = cd_client_call(c, &req, &resp);
+    if (rc == 0) {
+        snprintf(tok, len, "%s", resp.u.token_resp.token);
+        codec_msg_free(&resp);
+    }
+    cd_client_close(c);
+    return rc;
+}
+
+/* Start clusterd-child i; with a token it joins on this first start. */
+static void child_start(struct fx *f, int i, const char *token)
+{
+    struct child *c = &f->c[i];
+    const char *argv[16];
+    int n = 0;
+    argv[n++] = f->child_bin;
+    argv[n++] = "--data";
+    argv[n++] = c->dir;
+    argv[n++] = "--endpoints";
+    argv[n++] = f->endpoints;
+    argv[n++] = "--set";
+    argv[n++] = "report_interval_ms=300";
+    argv[n++] = "--set";
+    argv[n++] = "check=self process-name clusterd-child";
+    if (token != NULL) {
+        argv[n++] = "--token";
+        argv[n++] = token;
+    }
+    argv[n] = NULL;
+    pid_t pid = fork();
+    assert_true(pid >= 0);
+    if (pid == 0) {
+        int fd = open(c->log, O_WRONLY | O_CREAT | O_APPEND, 0644);
+        if (fd >= 0) {
+            dup2(fd, 1);
+            dup2(fd, 2);
+        }
+        execv(f->child_bin, (char *const *)(uintptr_t)argv);
+        _exit(127);
+    }
+    c->pid = pid;
+}
+
+static void cache_path(struct fx *f, int i, char *out, size_t len)
+{
+    snprintf(out, len, "%s/cache.mdb", f->c[i].dir);
+}
+
+/* The value of key in child i's cache, read with libclusterd: 0 and *out
+ * (malloc'd), or the error. */
+static int cache_get(struct fx *f, int i, const char *key, char **out)
+{
+    char path[256];
+    clusterd_db *db;
+    size_t len;
+    cache_path(f, i, path, sizeof path);
+    int rc = clusterd_open(path, &db);
+    if (rc != 0) {
+        return rc;
+    }
+    rc = clusterd_get(db, key, strlen(key), out, &len);
+    clusterd_close(db);
+    return rc;
+}
+
+static uint64_t cache_revision(struct fx *f, int i)
+{
+    char path[256];
+    clusterd_db *db;
+    uint64_t rev = 0;
+    cache_path(f, i, path, sizeof path);
+    if (clusterd_open(path, &db) == 0) {
+        clusterd_revision(db, &rev);
+        clusterd_close(db);
+    }
+    return rev;
+}
+
+static int wait_cache_value(struct fx *f,
+                            int i,
+                            const char *key,
+                            const char *want,
+                            unsigned timeout_ms)
+{
+    uint64_t deadline = now_ms() + timeout_ms;
+    do {
+        char *v = NULL;
+        if (cache_get(f, i, key, &v) == 0) {
+            int same = strcmp(v, want) == 0;
+            free(v);
+            if (same) {
+                return 0;
+            }
+        }
+        sleep_ms(20);
+    } while (now_ms() < deadline);
+    return CD_ETIMEOUT;
+}
+
+/* --- a reader on the child, recording the revisions it observes ---------- */
+
+struct observer
+{
+    struct fx *f;
+    pthread_t thread;
+    volatile int stop;
+    uint64_t last;
+    unsigned samples;
+    unsigned backwards;
+    uint64_t back_from, back_to;
+};
+
+static void *observe(void *arg)
+{
+    struct observer *o = arg;
+    while (!o->stop) {
+        uint64_t rev = cache_revision(o->f, 0);
+        if (rev != 0) {
+            if (rev < o->last) {
+                o->backwards++;
+                o->back_from = o->last;
+                o->back_to = rev;
+            }
+            o->last = rev;
+            o->samples++;
+        }
+        sleep_ms(2);
+    }
+    return NULL;
+}
+
+static int children_state(struct fx *f, uint64_t id, char *state, size_t len)
+{
+    struct cd_client *c = harness_client(&f->h, 0, 5000);
+    struct cd_msg req, resp;
+    memset(&req, 0, sizeof req);
+    req.type = CD_MSG_CHILDREN;
+    int rc = cd_client_call(c, &req, &resp);
+    cd_client_close(c);
+    if (rc != 0) {
+        return rc;
+    }
+    rc = CD_ENOTFOUND;
+    for (size_t i = 0; i < resp.u.children_resp.n_children; i++) {
+        const struct cd_child_status *st = &resp.u.children_resp.children[i];
+        if (st->info.id == id) {
+            snprintf(state, len, "%s%s", st->state != NULL ? st->state : "?",
+                     st->n_services == 1 && st->services[0].up ? "+up" : "");
+            rc = 0;
+        }
+    }
+    codec_msg_free(&resp);
+    return rc;
+}
+
+static void put(struct fx *f, const char *key, const char *value)
+{
+    struct cd_client *c = harness_client(&f->h, 0, 15000);
+    check_rc(cd_client_put(c, key, strlen(key), value, strlen(value), NULL), 0);
+    cd_client_close(c);
+}
+
+static void test_child_follows_through_outage(void **state)
+{
+    struct fx *f = *state;
+    char token[64], st[64];
+    struct cd_child_identity id;
+    form(f);
+    check_rc(new_token(f, token, sizeof token), 0);
+    put(f, "/cfg/policy", "v1");
+
+    /* Joins on its first start (the token in its config), then follows. */
+    child_start(f, 0, token);
+    check_rc(wait_cache_value(f, 0, "/cfg/policy", "v1", 15000), 0);
+    check_rc(cd_child_identity_load(f->c[0].dir, &id), 0);
+    assert_true(id.child_id > 0);
+
+    struct observer o = {.f = f};
+    assert_int_equal(pthread_create(&o.thread, NULL, observe, &o), 0);
+
+    put(f, "/cfg/policy", "v2");
+    check_rc(wait_cache_value(f, 0, "/cfg/policy", "v2", 10000), 0);
+
+    /* The leader knows it: following, its service up. */
+    uint64_t deadline = now_ms() + 10000;
+    while (children_state(f, id.child_id, st, sizeof st) != 0 ||
+           strcmp(st, "following+up") != 0) {
+        assert_true(now_ms() < deadline);
+        sleep_ms(100);
+    }
+
+    /* Every parent dies: the child goes on answering from its cache. */
+    for (int i = 0; i < 3; i++) {
+        harness_stop(&f->h, i, SIGKILL);
+    }
+    sleep_ms(4000); /* past the stream timeout: degraded now */
+    check_rc(wait_cache_value(f, 0, "/cfg/policy", "v2", 1000), 0);
+    {
+        char path[256];
+        clusterd_db *db;
+        struct clusterd_staleness sl;
+        cache_path(f, 0, path, sizeof path);
+        check_rc(clusterd_open(path, &db), 0);
+        check_rc(clusterd_staleness(db, &sl), 0);
+        clusterd_close(db);
+        assert_true(sl.contact_ms > 0);
+        assert_true(sl.age_ms >= 3000); /* it says how stale it is */
+    }
+
+    /* Its own reboot with every parent still down: it starts from the
+     * cache. */
+    int status = 0;
+    child_stop(&f->c[0], SIGTERM, &status);
+    assert_true(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+    child_start(f, 0, NULL);
+    sleep_ms(1000);
+    assert_true(f->c[0].pid > 0 && kill(f->c[0].pid, 0) == 0);
+    check_rc(wait_cache_value(f, 0, "/cfg/policy", "v2", 1000), 0);
+
+    /* The parents come back: it catches up with no one doing anything. */
+    for (int i = 0; i < 3; i++) {
+        check_rc(harness_start(&f->h, i, H_RESTART, 0), 0);
+    }
+    put(f, "/cfg/policy", "v3");
+    check_rc(wait_cache_value(f, 0, "/cfg/policy", "v3", 20000), 0);
+
+    o.stop = 1;
+    pthread_join(o.thread, NULL);
+    assert_true(o.samples > 100);
+    if (o.backwards != 0) {
+        fail_msg("the cache revision went backwards %u times (%" PRIu64
+                 " -> %" PRIu64 ")",
+                 o.backwards, o.back_from, o.back_to);
+    }
+
+    /* Leave: deregistered, and its daemon stops following (status 3). */
+    struct cd_client *c = harness_client(&f->h, 0, 10000);
+    struct cd_msg req, resp;
+    memset(&req, 0, sizeof req);
+    req.type = CD_MSG_CHILD_LEAVE;
+    req.u.child_leave.child_id = id.child_id;
+    check_rc(cd_client_call(c, &req, &resp), 0);
+    codec_msg_free(&resp);
+    check_rc(cd_client_call(c, &req, &resp), CD_ENOTFOUND);
+    cd_client_close(c);
+    deadline = now_ms() + 10000;
+    while (waitpid(f->c[0].pid, &status, WNOHANG) == 0) {
+        assert_true(now_ms() < deadline);
+        sleep_ms(20);
+    }
+    f->c[0].pid = 0;
+    assert_true(WIFEXITED(status) && WEXITSTATUS(status) == 3);
+    check_rc(children_state(f, id.child_id, st, sizeof st), CD_ENOTFOUND);
+    /* Its cache stays readable. */
+    check_rc(wait_cache_value(f, 0, "/cfg/policy", "v3", 1000), 0);
+}
+
+/* Every key=value of a store, one string (the parents' or a cache). */
+static int dump_cb(void *arg,
+                   const char *key,
+                   size_t klen,
+                   const char *val,
+                   size_t vlen)
+{
+    char **out = arg;
+    char *n = NULL;
+    if (asprintf(&n, "%s%.*s=%.*s;", *out, (int)klen, key, (int)vlen, val) <
+        0) {
+        return -1;
+    }
+    free(*out);
+    *out = n;
+    return 0;
+}
+
+static char *dump(const char *path)
+{
+    clusterd_db *db;
+    char *out = strdup("");
+    if (clusterd_open(path, &db) != 0) {
+        return out;
+    }
+    clusterd_range(db, "/", 1, 0, dump_cb, &out);
+    clusterd_close(db);
+    return out;
+}
+
+static void test_child_catches_up_by_snapshot(void **state)
+{
+    struct fx *f = *state;
+    char token[64], key[64];
+    form(f);
+    check_rc(new_token(f, token, sizeof token), 0);
+    child_start(f, 0, token);
+    put(f, "/data/0", "first");
+    check_rc(wait_cache_value(f, 0, "/data/0", "first", 15000), 0);
+    uint64_t rev_before = cache_revision(f, 0);
+    int status = 0;
+    child_stop(&f->c[0], SIGTERM, &status);
+
+    /* Far past the history the parents keep (200 revisions). */
+    struct cd_client *c = harness_client(&f->h, 0, 15000);
+    for (int i = 0; i < 600; i++) {
+        snprintf(key, sizeof key, "/data/%d", i % 300);
+        check_rc(cd_client_put(c, key, strlen(key), key, strlen(key), NULL), 0);
+    }
+    check_rc(cd_client_put(c, "/data/last", 10, "done", 4, NULL), 0);
+    cd_client_close(c);
+    int leader = harness_leader(&f->h, 5000);
+    assert_true(leader >= 0);
+    struct store_meta m;
+    uint64_t deadline = now_ms() + 20000;
+    do {
+        check_rc(harness_store_meta(&f->h, leader, &m), 0);
+        if (m.compact_rev > rev_before) {
+            break;
+        }
+        sleep_ms(100);
+    } while (now_ms() < deadline);
+    assert_true(m.compact_rev > rev_before);
+
+    child_start(f, 0, NULL);
+    check_rc(wait_cache_value(f, 0, "/data/last", "done", 20000), 0);
+
+    /* Restored by snapshot, said so, and now identical to the parents. */
+    FILE *lf = fopen(f->c[0].log, "r");
+    char line[512];
+    int said = 0;
+    while (lf != NULL && fgets(line, sizeof line, lf) != NULL) {
+        said |= strstr(line, "restored from a snapshot") != NULL;
+    }
+    if (lf != NULL) {
+        fclose(lf);
+    }
+    assert_true(said);
+    char path[256], ppath[256];
+    cache_path(f, 0, path, sizeof path);
+    snprintf(ppath, sizeof ppath, "%s/state.mdb", f->h.node[leader].dir);
+    char *want = dump(ppath);
+    char *got = dump(path);
+    assert_string_equal(got, want);
+    free(want);
+    free(got);
+}
+
+static int never(void *arg, const struct cd_msg *m)
+{
+    (void)arg;
+    (void)m;
+    return 1;
+}
+
+static void test_child_refused(void **state)
+{
+    struct fx *f = *state;
+    form(f);
+    struct cd_client *c = harness_client(&f->h, 0, 5000);
+    struct cd_msg st;
+    check_rc(harness_status(&f->h, 0, &st), 0);
+    codec_msg_free(&st);
+    struct store_meta m;
+    check_rc(harness_store_meta(&f->h, 0, &m), 0);
+
+    struct cd_msg hello;
+    memset(&hello, 0, sizeof hello);
+    hello.type = CD_MSG_HELLO;
+    hello.u.hello.cluster_id = m.cluster_id ^ 1;
+    hello.u.hello.child_id = 1;
+    check_rc(cd_client_follow(c, &hello, 2000, never, NULL), CD_EBADCLUSTER);
+    /* Nobody registered child 42. */
+    hello.u.hello.cluster_id = m.cluster_id;
+    hello.u.hello.child_id = 42;
+    check_rc(cd_client_follow(c, &hello, 2000, never, NULL), CD_EREVOKED);
+    /* A registration this parent has not reached yet: try another. */
+    hello.u.hello.registered_rev = m.revision + 1000;
+    check_rc(cd_client_follow(c, &hello, 2000, never, NULL), CD_EBUSY);
+    /* A join with a bad token. */
+    struct cd_child_identity id;
+    check_rc(cd_client_child_join(c, "not-a-token", NULL, &id), -EACCES);
+    cd_client_close(c);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test_setup_teardown(test_child_follows_through_outage,
+                                        setup, teardown),
+        cmocka_unit_test_setup_teardown(test_child_catches_up_by_snapshot,
+                                        setup, teardown),
+        cmocka_unit_test_setup_teardown(test_child_refused, setup, teardown),
+    };
+    const char *filter = getenv("CD_TEST_FILTER");
+    if (filter != NULL) {
+        cmocka_set_test_filter(filter);
+    }
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
