@@ -79,6 +79,7 @@ int cd_child_identity_parse(const char *text,
         } else if (strcmp(k, "endpoints") == 0) {
             bad = strlen(v) >= sizeof out->endpoints;
             if (!bad) {
+                memset(out->endpoints, 0, sizeof out->endpoints);
                 snprintf(out->endpoints, sizeof out->endpoints, "%s", v);
             }
         } else {

@@ -13,6 +13,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <uv.h>
 
 #include "../lib/err.h"
@@ -63,6 +64,17 @@ static void signal_cb(uv_signal_t *h, int signum)
     server_stop(srv, stopped_cb);
 }
 
+/* Every child keeps a stream open to a parent: allow as many descriptors as
+ * the hard limit does (max_conns bounds the API's share of them). */
+static void raise_fd_limit(void)
+{
+    struct rlimit rl;
+    if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < rl.rlim_max) {
+        rl.rlim_cur = rl.rlim_max;
+        setrlimit(RLIMIT_NOFILE, &rl);
+    }
+}
+
 int main(int argc, char **argv)
 {
     struct cd_config cfg;
@@ -70,6 +82,7 @@ int main(int argc, char **argv)
     int rc;
 
     log_set_ident("clusterd");
+    raise_fd_limit();
     config_defaults(&cfg);
     /* A config file first, so that flags override it whatever the order. */
     for (int i = 1; i + 1 < argc; i++) {
