@@ -267,8 +267,10 @@ static int fetch_snapshot(struct follower *f, struct cd_client *c)
     if (rc == 0 && fsync(fd) != 0) {
         rc = -errno;
     }
-    if (rc == 0 && lseek(fd, 0, SEEK_SET) == 0) {
-        rc = store_snapshot_verify(fd, tmp, &info);
+    memset(&info, 0, sizeof info);
+    if (rc == 0) {
+        rc = lseek(fd, 0, SEEK_SET) == 0 ? store_snapshot_verify(fd, tmp, &info)
+                                         : -errno;
     }
     if (rc == 0 && info.meta.revision < f->revision) {
         log_warn("follower",
@@ -281,8 +283,9 @@ static int fetch_snapshot(struct follower *f, struct cd_client *c)
         info.meta.cluster_id != f->id.cluster_id) {
         rc = CD_EBADCLUSTER;
     }
-    if (rc == 0 && lseek(fd, 0, SEEK_SET) == 0) {
-        rc = store_restore(f->cache, fd, &info);
+    if (rc == 0) {
+        rc = lseek(fd, 0, SEEK_SET) == 0 ? store_restore(f->cache, fd, &info)
+                                         : -errno;
     }
     close(fd);
     unlink(path);

@@ -328,6 +328,9 @@ static void health_text(const struct cd_service_health *sv,
 {
     size_t used = 0;
     out[0] = '\0';
+    if (sv == NULL) {
+        return;
+    }
     for (size_t i = 0; i < n && used < len; i++) {
         int k = snprintf(out + used, len - used, "%s %s%s%s\n", sv[i].name,
                          sv[i].up ? "up" : "down",

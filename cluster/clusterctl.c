@@ -1791,7 +1791,10 @@ static char *fmt_ago(const struct cd_child_status *st)
 
 static char *fmt_services(const struct cd_child_status *st)
 {
-    size_t len = 1;
+    size_t len = 1, used = 0;
+    if (st->n_services == 0) {
+        return strdup("-");
+    }
     for (size_t i = 0; i < st->n_services; i++) {
         len += strlen(st->services[i].name) + 7;
     }
@@ -1800,14 +1803,14 @@ static char *fmt_services(const struct cd_child_status *st)
         return NULL;
     }
     out[0] = '\0';
-    for (size_t i = 0; i < st->n_services; i++) {
-        strcat(out, i > 0 ? "," : "");
-        strcat(out, st->services[i].name);
-        strcat(out, st->services[i].up ? ":up" : ":down");
-    }
-    if (st->n_services == 0) {
-        free(out);
-        return strdup("-");
+    for (size_t i = 0; i < st->n_services && used < len; i++) {
+        int k =
+            snprintf(out + used, len - used, "%s%s:%s", i > 0 ? "," : "",
+                     st->services[i].name, st->services[i].up ? "up" : "down");
+        if (k < 0) {
+            break;
+        }
+        used += (size_t)k;
     }
     return out;
 }

@@ -28,6 +28,14 @@ ENDPOINTS="$(api 1),$(api 2),$(api 3)"
 export CLUSTERD_ENDPOINTS=$ENDPOINTS
 ctl() { "$BIN/clusterctl" --timeout 10000 "$@"; }
 
+child() { # child N [flags...]: clusterd-child with its data in c<N>
+    local n=$1; shift
+    "$BIN/clusterd-child" --data "$DIR/c$n" --set report_interval_ms=1000 \
+        --set "check=smtp tcp $(api 1)" --set "check=scanner process-name clusterd-child" \
+        "$@" >>"$DIR/c$n.log" 2>&1 &
+    PID[c$n]=$!
+}
+
 start() { # start N [flags...]
     local n=$1; shift
     "$BIN/clusterd" --data "$DIR/p$n" --raft "$(raft "$n")" --api "$(api "$n")" \
@@ -101,7 +109,59 @@ say "A local program reads a parent's store through libclusterd: no daemon in th
 run "$BIN/clusterd-read" -d "$DIR/p2/state.mdb" /policies/antispam/level
 run "$BIN/clusterd-read" -d "$DIR/p2/state.mdb" --status
 
-say "Stopping every parent (SIGTERM: the leader hands over first)"
+say "Two children join: registered through Raft, ids assigned by the cluster"
+run ctl token create --ttl 600 >/dev/null
+CTOKEN=$(ctl -o json token create --ttl 600 | sed -n 's/.*"token":"\([0-9a-f]*\)".*/\1/p')
+run ctl join --child --token "$CTOKEN" --data "$DIR/c1" --app-version mailscan-9.1
+child 1
+echo "\$ clusterd-child --data $DIR/c2 --endpoints $ENDPOINTS --token <token>   (joins on first start)"
+child 2 --endpoints "$ENDPOINTS" --token "$CTOKEN"
+wait_for 20 test -s "$DIR/c2/child"
+run ctl put /policies/antispam/level maximum
+wait_for 10 bash -c "[ \"\$('$BIN/clusterctl' get --local='$DIR/c1/cache.mdb' /policies/antispam/level)\" = maximum ]"
+wait_for 10 bash -c "[ \"\$('$BIN/clusterctl' get --local='$DIR/c2/cache.mdb' /policies/antispam/level)\" = maximum ]"
+sleep 1.5
+run ctl children
+run ctl get /cluster/health/1
+
+say "Programs on a child read its cache through libclusterd: no IPC, no parent"
+run "$BIN/clusterd-read" -d "$DIR/c1/cache.mdb" /policies/antispam/level
+run ctl -o json get --local="$DIR/c2/cache.mdb" /policies/relay/allowed
+
+say "Total parent outage: kill -9 every parent; the children keep serving"
+for i in 1 2 3; do
+    if [ -n "${PID[$i]:-}" ]; then kill -9 "${PID[$i]}"; wait "${PID[$i]}" 2>/dev/null || true; unset "PID[$i]"; fi
+done
+sleep 4
+run "$BIN/clusterd-read" -d "$DIR/c1/cache.mdb" --status
+run ctl -o json get --local="$DIR/c2/cache.mdb" /policies/antispam/level
+grep -h 'degraded' "$DIR"/c1.log | tail -1
+
+say "Child 1 reboots while every parent is still down: it serves from its cache"
+kill -TERM "${PID[c1]}"; wait "${PID[c1]}" 2>/dev/null || true
+child 1
+sleep 1
+run ctl get --local="$DIR/c1/cache.mdb" /policies/antispam/level
+
+say "The parents come back: the children catch up by themselves"
+for i in 1 2 3; do start "$i"; done
+wait_for 30 three_voters
+run ctl put /policies/antispam/level adaptive
+wait_for 20 bash -c "[ \"\$('$BIN/clusterctl' get --local='$DIR/c1/cache.mdb' /policies/antispam/level)\" = adaptive ]"
+wait_for 20 bash -c "[ \"\$('$BIN/clusterctl' get --local='$DIR/c2/cache.mdb' /policies/antispam/level)\" = adaptive ]"
+run ctl get --local="$DIR/c1/cache.mdb" /policies/antispam/level
+run ctl get --local="$DIR/c2/cache.mdb" /policies/antispam/level
+sleep 2
+run ctl children
+
+say "Child 2 leaves: deregistered, its daemon stops following"
+run ctl leave --child --data "$DIR/c2"
+st=0; wait "${PID[c2]}" 2>/dev/null || st=$?
+echo "clusterd-child 2 exited with status $st (3: deregistered; systemd does not restart it)"
+unset "PID[c2]"
+run ctl children
+
+say "Stopping everything (SIGTERM: the leader hands over first)"
 for i in "${!PID[@]}"; do kill -TERM "${PID[$i]}"; done
 for i in "${!PID[@]}"; do wait "${PID[$i]}" 2>/dev/null || true; unset "PID[$i]"; done
 echo "done. Next: 'make check' runs every test."
