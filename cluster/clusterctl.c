@@ -2534,7 +2534,8 @@ static const char leave_help[] =
     "\n"
     "Deregister a child: this host's (identity in DIR/child, default\n"
     "/var/lib/clusterd), or child ID (one that is gone for good).  Its\n"
-    "clusterd-child stops following; its cache stays readable.\n";
+    "clusterd-child stops following; its cache stays readable.  On a host\n"
+    "that holds a child identity, a bare 'clusterctl leave' means this.\n";
 
 /* leave --child: deregister a child (this host's, or --id N). */
 static int leave_child(const char *data, const char *id_arg)
@@ -2622,7 +2623,14 @@ static int leave_main(int argc, char **argv)
     if (n != 0) {
         return usage_error("leave", "unexpected argument");
     }
-    if (child) {
+    if (!child && node == NULL && child_id == NULL) {
+        /* On a child host, a bare "leave" means this child, never the
+         * parent behind the first endpoint (the VIP: the leader). */
+        struct cd_child_identity me;
+        child = cd_child_identity_load(
+                    data != NULL ? data : "/var/lib/clusterd", &me) == 0;
+    }
+    if (child || child_id != NULL) {
         return leave_child(data, child_id);
     }
     if (node == NULL) {

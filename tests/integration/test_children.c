@@ -340,6 +340,21 @@ static void test_child_follows_through_outage(void **state)
         sleep_ms(100);
     }
 
+    /* Its services' health is recorded in the store (rate-bounded). */
+    {
+        char key[64], *v = NULL;
+        snprintf(key, sizeof key, "/cluster/health/%" PRIu64, id.child_id);
+        struct cd_client *hc = harness_client(&f->h, 0, 5000);
+        deadline = now_ms() + 15000;
+        while (cd_client_get(hc, key, strlen(key), 0, &v, NULL, NULL) != 0) {
+            assert_true(now_ms() < deadline);
+            sleep_ms(100);
+        }
+        assert_string_equal(v, "self up\n");
+        free(v);
+        cd_client_close(hc);
+    }
+
     /* Every parent dies: the child goes on answering from its cache. */
     for (int i = 0; i < 3; i++) {
         harness_stop(&f->h, i, SIGKILL);
@@ -501,6 +516,19 @@ static int never(void *arg, const struct cd_msg *m)
     return 1;
 }
 
+struct frames
+{
+    int n;
+    uint64_t last_rev;
+};
+
+static int two_frames(void *arg, const struct cd_msg *m)
+{
+    struct frames *fr = arg;
+    fr->last_rev = m->u.changes.revision;
+    return ++fr->n == 2;
+}
+
 static void test_child_refused(void **state)
 {
     struct fx *f = *state;
@@ -528,6 +556,23 @@ static void test_child_refused(void **state)
     /* A join with a bad token. */
     struct cd_child_identity id;
     check_rc(cd_client_child_join(c, "not-a-token", NULL, &id), -EACCES);
+
+    /* A registered child is served by any parent, a follower too. */
+    char token[64];
+    check_rc(new_token(f, token, sizeof token), 0);
+    check_rc(cd_client_child_join(c, token, "t-1.0", &id), 0);
+    cd_client_close(c);
+    int leader = harness_leader(&f->h, 5000);
+    int follower = (leader + 1) % 3;
+    check_rc(harness_wait_revision(&f->h, id.registered_rev, 10000), 0);
+    c = harness_client(&f->h, 1u << follower, 5000);
+    hello.u.hello.child_id = id.child_id;
+    hello.u.hello.registered_rev = id.registered_rev;
+    hello.u.hello.revision = 0;
+    struct frames fr = {0, 0};
+    check_rc(cd_client_follow(c, &hello, 3000, two_frames, &fr), 0);
+    assert_int_equal(fr.n, 2);
+    assert_true(fr.last_rev >= id.registered_rev); /* from revision 0 on */
     cd_client_close(c);
 }
 
