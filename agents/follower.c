@@ -45,7 +45,9 @@ struct follower
     volatile sig_atomic_t *stop;
     int need_snapshot;
     int revoked;
-    int failed; /* a cache write error: stop the run */
+    int failed;            /* a cache write error: stop the run */
+    int heard;             /* a frame came in this run */
+    size_t first_endpoint; /* where the next run starts in the list */
     struct store_change *changes;
     size_t cap_changes;
 };
@@ -185,6 +187,7 @@ static int on_changes(void *arg, const struct cd_msg *m)
 {
     struct follower *f = arg;
     size_t n = m->u.changes.n_events;
+    f->heard = 1;
     heard_from_parent(f);
     if (m->u.changes.compacted) {
         f->need_snapshot = 1;
@@ -319,12 +322,29 @@ int follower_run(struct follower *f, volatile sig_atomic_t *stop)
         .total_timeout_ms = 4000,
         .cluster_id = f->id.cluster_id,
     };
+    /*
+     * The VIP (the first endpoint) first; but a run that heard nothing
+     * starts the next one further down the list: a parent that accepts
+     * connections and never answers (paused, hung) must not hide the
+     * others behind it for good.
+     */
+    char **order = calloc(n_eps, sizeof *order);
+    if (order == NULL) {
+        cd_client_free_endpoints(eps, n_eps);
+        return -ENOMEM;
+    }
+    for (size_t i = 0; i < n_eps; i++) {
+        order[i] = eps[(f->first_endpoint + i) % n_eps];
+    }
+    cc.endpoints = (const char *const *)order;
     rc = cd_client_open(&cc, &c);
+    free(order);
     cd_client_free_endpoints(eps, n_eps);
     if (rc != 0) {
         return rc;
     }
     f->stop = stop;
+    f->heard = 0;
     f->need_snapshot = 0;
     f->failed = 0;
     struct cd_msg hello;
@@ -347,6 +367,7 @@ int follower_run(struct follower *f, volatile sig_atomic_t *stop)
             rc = CD_ECOMPACTED; /* not a stop: say hello again at once */
         }
     }
+    f->first_endpoint = f->heard ? 0 : (f->first_endpoint + 1) % n_eps;
     if (atomic_exchange(&f->state, FOLLOWER_DEGRADED) == FOLLOWER_FOLLOWING &&
         rc != CD_ECOMPACTED && !(stop != NULL && *stop)) {
         log_warn(

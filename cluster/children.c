@@ -406,6 +406,14 @@ static void record_health(struct server *s,
         e->recorded_ms = now;
         free(e->recorded);
         e->recorded = strdup(text);
+        /* One log line: "smtp up, imap down". */
+        size_t k = strlen(now_set);
+        while (k > 0 && now_set[k - 1] == '\n') {
+            now_set[--k] = '\0';
+        }
+        for (char *p = strchr(now_set, '\n'); p != NULL; p = strchr(p, '\n')) {
+            *p = ',';
+        }
         log_info("children", "child %" PRIu64 " health: %s", e->id,
                  now_set[0] != '\0' ? now_set : "(no checks)");
     }
@@ -524,7 +532,9 @@ void server__children_list(struct conn *c, const struct cd_msg *msg)
         server__send_error(c, msg->request_id, rc);
         return;
     }
-    qsort(a.st, a.n, sizeof *a.st, by_id);
+    if (a.n > 1) {
+        qsort(a.st, a.n, sizeof *a.st, by_id);
+    }
     uint64_t now = uv_now(s->loop);
     for (size_t i = 0; i < a.n; i++) {
         struct cd_child_status *st = &a.st[i];

@@ -576,6 +576,39 @@ static void test_child_refused(void **state)
     cd_client_close(c);
 }
 
+/* Two parents that accept connections and never answer (SIGSTOP): the
+ * child still finds the third and follows it. */
+static void test_child_skips_hung_parents(void **state)
+{
+    struct fx *f = *state;
+    char token[64], path[256];
+    form(f);
+    check_rc(new_token(f, token, sizeof token), 0);
+    child_start(f, 0, token);
+    put(f, "/cfg/x", "1");
+    check_rc(wait_cache_value(f, 0, "/cfg/x", "1", 15000), 0);
+    child_stop(&f->c[0], SIGTERM, NULL);
+    kill(f->h.node[0].pid, SIGSTOP);
+    kill(f->h.node[1].pid, SIGSTOP);
+    uint64_t started = now_ms();
+    sleep_ms(1500); /* the recorded contact is now older than this */
+    child_start(f, 0, NULL);
+    cache_path(f, 0, path, sizeof path);
+    int following = 0;
+    while (!following && now_ms() - started < 30000) {
+        clusterd_db *db;
+        struct clusterd_staleness sl;
+        sleep_ms(200);
+        if (clusterd_open(path, &db) == 0) {
+            following = clusterd_staleness(db, &sl) == 0 && sl.age_ms < 1200;
+            clusterd_close(db);
+        }
+    }
+    kill(f->h.node[0].pid, SIGCONT);
+    kill(f->h.node[1].pid, SIGCONT);
+    assert_true(following);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -584,6 +617,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_child_catches_up_by_snapshot,
                                         setup, teardown),
         cmocka_unit_test_setup_teardown(test_child_refused, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_child_skips_hung_parents, setup,
+                                        teardown),
     };
     const char *filter = getenv("CD_TEST_FILTER");
     if (filter != NULL) {
