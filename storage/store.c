@@ -1246,6 +1246,16 @@ int store_read_begin(struct store *s, struct store_read **out)
     return 0;
 }
 
+void store_read_reset(struct store_read *r)
+{
+    mdb_txn_reset(r->txn);
+}
+
+int store_read_renew(struct store_read *r)
+{
+    return store__lmdb_err(mdb_txn_renew(r->txn));
+}
+
 void store_read_end(struct store_read *r)
 {
     if (r == NULL) {

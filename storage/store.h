@@ -225,6 +225,15 @@ int store_read_begin(struct store *s, struct store_read **out);
 /* End a view; NULL-safe.  Pointers it lent become invalid. */
 void store_read_end(struct store_read *r);
 
+/*
+ * Keep a view for reuse on a hot path: store_read_reset() ends its moment
+ * (it no longer holds old pages back) but keeps its reader slot;
+ * store_read_renew() makes it a view of the present moment again.  A reset
+ * view may be renewed, or ended, by any thread.
+ */
+void store_read_reset(struct store_read *r);
+int store_read_renew(struct store_read *r);
+
 int store_read_meta(struct store_read *r, struct store_meta *out);
 
 /* CD_ENOTFOUND if absent; CD_EBADKEY / CD_EKEYTOOBIG for bad keys. */
