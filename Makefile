@@ -245,12 +245,21 @@ bench-store: ensure-deps
 # BENCH_ROUNDS=1 BENCH_KILLS=5 BENCH_TRANSFERS=5 for a quick look).
 bench: bench-store
 	$(Q)$(MAKE) --no-print-directory bench-cluster
+	$(Q)$(MAKE) --no-print-directory bench-children
 
 .PHONY: bench-cluster
 bench-cluster: ensure-deps
 	$(Q)$(MAKE) --no-print-directory $(BIN)/clusterd $(BIN)/bench_cluster
 	$(Q)BUILD=$(BUILD) bash tests/bench/bench.sh
 	$(Q)BUILD=$(BUILD) bash tests/bench/elections.sh
+
+# bench-children: fan-out to 100 and 1,000 simulated children, a child's
+# catch-up of 100k changes, cache reads against etcd's serializable reads
+# (tests/bench/children.sh; about 2 minutes).
+.PHONY: bench-children
+bench-children: ensure-deps
+	$(Q)$(MAKE) --no-print-directory $(BIN)/clusterd $(BIN)/bench_cluster $(BIN)/bench_children
+	$(Q)BUILD=$(BUILD) bash tests/bench/children.sh
 
 # --- style -------------------------------------------------------------
 STYLE_SRC = $(shell git ls-files '*.c' '*.h' 2>/dev/null || find lib storage proto cluster agents tests -name '*.[ch]')
