@@ -26,8 +26,9 @@
 #include "../lib/log.h"
 #include "server_int.h"
 
-#define WATCH_PAGE 1000                 /* changes per frame, at most */
-#define WATCH_BACKLOG ((size_t)8 << 20) /* pause a watch above this */
+#define WATCH_PAGE 10000                   /* changes per frame, at most */
+#define WATCH_PAGE_BYTES ((size_t)1 << 20) /* and about this many bytes */
+#define WATCH_BACKLOG ((size_t)8 << 20)    /* pause a watch above this */
 #define SNAPSHOT_CHUNK ((size_t)1 << 20)
 #define TICK_MS 250
 #define CHILD_HEARTBEAT_MS 1000
@@ -539,6 +540,8 @@ struct watch_acc
 {
     struct cd_event *events;
     size_t n, cap;
+    size_t bytes;      /* keys and values so far */
+    uint64_t last_rev; /* revision of the last change taken */
     const uint8_t *prefix;
     size_t prefix_len;
     int failed;
@@ -547,6 +550,14 @@ struct watch_acc
 static int watch_collect(void *arg, const struct store_change *ch)
 {
     struct watch_acc *a = arg;
+    /* A page ends between revisions once it is big enough: stopping at
+     * the first change of a revision leaves that revision whole for the
+     * next page (store_read_changes then reports the one before). */
+    if (a->n > 0 && a->bytes >= WATCH_PAGE_BYTES &&
+        ch->revision != a->last_rev) {
+        return 1;
+    }
+    a->last_rev = ch->revision;
     if (a->prefix_len > 0 &&
         (ch->kv.key_len < a->prefix_len ||
          memcmp(ch->kv.key, a->prefix, a->prefix_len) != 0)) {
@@ -563,6 +574,7 @@ static int watch_collect(void *arg, const struct store_change *ch)
         a->cap = cap;
     }
     struct cd_event *e = &a->events[a->n++];
+    a->bytes += ch->kv.key_len + ch->kv.value_len + 32;
     e->type = ch->type == STORE_CHANGE_PUT ? CD_EVENT_PUT : CD_EVENT_DELETE;
     e->sub = ch->sub;
     e->kv.key = (struct cd_buf){ch->kv.key, ch->kv.key_len};
@@ -589,7 +601,8 @@ static int watch_deliver(struct conn *c, struct watch *w)
             return 0; /* resumes when the queue drains */
         }
         struct store_read *r;
-        struct watch_acc acc = {NULL, 0, 0, w->prefix, w->prefix_len, 0};
+        struct watch_acc acc = {.prefix = w->prefix,
+                                .prefix_len = w->prefix_len};
         uint64_t next = w->next;
         int rc = store_read_begin(s->store, &r);
         if (rc != 0) {
