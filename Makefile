@@ -33,7 +33,7 @@ endif
 Q := $(if $(V),,@)
 say = $(if $(V),,@printf '  %-7s %s\n' $(1) $(2);)
 
-PKGS := lmdb libprotobuf-c libuv raft cmocka zlib libcrypto
+PKGS := lmdb libprotobuf-c libuv raft cmocka zlib libcrypto libsystemd libmicrohttpd libmnl
 PKG_CFLAGS := $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
 PKG_LIBS := $(shell pkg-config --libs $(PKGS) 2>/dev/null)
 
@@ -79,6 +79,8 @@ UNIT_BIN := $(patsubst tests/unit/%.c,$(TESTBIN)/%,$(UNIT_SRC))
 UNIT_SCRIPTS := $(wildcard tests/unit/test_*.sh)
 INTEG_SRC := $(wildcard tests/integration/test_*.c)
 INTEG_BIN := $(patsubst tests/integration/%.c,$(TESTBIN)/%,$(INTEG_SRC))
+# Shell integration tests (the VIP's, in network namespaces: root only).
+INTEG_SCRIPTS := $(wildcard tests/integration/test_*.sh)
 TOOL_SRC := $(wildcard tests/tools/*.c)
 TOOL_BIN := $(patsubst tests/tools/%.c,$(TESTBIN)/%,$(TOOL_SRC))
 BENCH_SRC := $(wildcard tests/bench/*.c)
@@ -211,7 +213,7 @@ ensure-deps:
 # --- tests -------------------------------------------------------------
 check: ensure-deps
 	$(Q)$(MAKE) --no-print-directory all
-	$(Q)BUILD=$(BUILD) bash tests/run-tests.sh $(UNIT_BIN) $(UNIT_SCRIPTS) $(INTEG_BIN)
+	$(Q)BUILD=$(BUILD) bash tests/run-tests.sh $(UNIT_BIN) $(UNIT_SCRIPTS) $(INTEG_BIN) $(INTEG_SCRIPTS)
 
 # --- fuzzing (clang libFuzzer, ASan + UBSan) ---------------------------
 FUZZ_SECONDS ?= 60

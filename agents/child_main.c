@@ -15,6 +15,11 @@
  * Exit codes: 0 after SIGTERM/SIGINT, 1 start-up failure, 2 usage, 3 the
  * child was deregistered or the parents are another cluster (restarting
  * would not help: systemd's RestartPreventExitStatus=3).
+ *
+ * Under systemd (Type=notify, deploy/systemd/clusterd-child.service) it
+ * says READY=1 once the cache is open and served, STATUS= when its state
+ * or revision changes, and STOPPING=1 when it stops; without NOTIFY_SOCKET
+ * sd_notify does nothing.
  */
 #include <errno.h>
 #include <inttypes.h>
@@ -26,11 +31,14 @@
 #include <string.h>
 #include <sys/random.h>
 #include <sys/stat.h>
+#include <systemd/sd-daemon.h>
 #include <time.h>
 #include <unistd.h>
 
 #include "../lib/err.h"
 #include "../lib/log.h"
+#include "../cluster/metrics.h"
+#include "child_metrics.h"
 #include "follower.h"
 #include "health.h"
 
@@ -49,6 +57,7 @@ struct child_config
     unsigned stream_timeout_ms;
     unsigned keep_revisions;
     enum log_level log_level;
+    char metrics_addr[64]; /* HTTP /metrics etc. on host:port; "": off */
     struct health health;
 };
 
@@ -113,6 +122,9 @@ static int config_set(struct child_config *c,
         bad = parse_uint(v, 100, 100000000, &c->keep_revisions);
     } else if (strcmp(k, "log_level") == 0) {
         bad = log_parse_level(v, &c->log_level) != 0;
+    } else if (strcmp(k, "metrics_address") == 0) {
+        bad = metrics_check_address(v) != 0 ||
+              copy_str(c->metrics_addr, sizeof c->metrics_addr, v) != 0;
     } else if (strcmp(k, "check") == 0) {
         return health_add(&c->health, v, err, errlen);
     } else {
@@ -186,6 +198,7 @@ struct reporter
     struct child_config *cfg;
     struct follower *f;
     struct cd_child_identity id;
+    struct child_metrics *metrics; /* NULL: off */
     pthread_t thread;
 };
 
@@ -228,6 +241,7 @@ static void *report_loop(void *arg)
     struct cd_service_health sv[HEALTH_MAX_CHECKS];
     while (!stop_flag) {
         int down = health_run(&r->cfg->health);
+        child_metrics_services(r->metrics, &r->cfg->health);
         if (down != prev_down) {
             log_info("health", "%d of %zu services down", down,
                      r->cfg->health.n);
@@ -337,6 +351,27 @@ static void *follow_main(void *arg)
     }
     fl->done = 1;
     return NULL;
+}
+
+/* systemd's STATUS= line, sent when the state or the revision changed. */
+static void notify_status(struct follower *f,
+                          enum follower_state *last_st,
+                          uint64_t *last_rev)
+{
+    enum follower_state st = follower_state(f);
+    uint64_t rev = follower_revision(f);
+    if (st == *last_st && rev == *last_rev) {
+        return;
+    }
+    *last_st = st;
+    *last_rev = rev;
+    if (st == FOLLOWER_FOLLOWING) {
+        sd_notifyf(0, "STATUS=following at revision %" PRIu64, rev);
+    } else {
+        sd_notifyf(
+            0, "STATUS=degraded: serving revision %" PRIu64 " from the cache",
+            rev);
+    }
 }
 
 /* --- start -----------------------------------------------------------------
@@ -502,7 +537,20 @@ int main(int argc, char **argv)
              ": serving the cache at revision %" PRIu64 " from %s/cache.mdb",
              id.child_id, id.cluster_id, follower_revision(f), cfg.data_dir);
 
-    struct reporter rep = {.cfg = &cfg, .f = f, .id = id};
+    struct child_metrics *metrics = NULL;
+    if (cfg.metrics_addr[0] != '\0') {
+        rc = child_metrics_start(cfg.metrics_addr, f, id.child_id, &cfg.health,
+                                 &metrics);
+        if (rc != 0) {
+            fprintf(stderr, "clusterd-child: metrics_address %s: %s\n",
+                    cfg.metrics_addr, cd_strerror(rc));
+            follower_close(f);
+            return 1;
+        }
+        log_info("child", "serving /metrics, /healthz and /readyz on http://%s",
+                 cfg.metrics_addr);
+    }
+    struct reporter rep = {.cfg = &cfg, .f = f, .id = id, .metrics = metrics};
     int have_reporter =
         pthread_create(&rep.thread, NULL, report_loop, &rep) == 0;
 
@@ -512,17 +560,26 @@ int main(int argc, char **argv)
         fprintf(stderr, "clusterd-child: cannot start: %s\n", strerror(errno));
         return 1;
     }
+    sd_notifyf(0, "READY=1\nSTATUS=serving the cache at revision %" PRIu64,
+               follower_revision(f));
+    enum follower_state last_st = FOLLOWER_DEGRADED;
+    uint64_t last_rev = follower_revision(f);
     /* Wait for a signal, or for the follower to end by itself. */
     for (;;) {
         struct timespec wait = {0, 200 * 1000000L};
         int sig = sigtimedwait(&sigs, NULL, &wait);
         if (sig > 0) {
             log_info("child", "signal %d: stopping", sig);
+            sd_notify(0, "STOPPING=1\nSTATUS=stopping");
             break;
         }
         if (fl.done) {
+            sd_notify(0,
+                      "STOPPING=1\nSTATUS=stopped: this child no longer "
+                      "follows the cluster (exit status 3)");
             break;
         }
+        notify_status(f, &last_st, &last_rev);
     }
     stop_flag = 1;
     /* A call in flight ends within its timeout; the cache is transactional,
@@ -543,6 +600,7 @@ int main(int argc, char **argv)
         _exit(exit_code);
     }
     log_info("child", "stopped at revision %" PRIu64, follower_revision(f));
+    child_metrics_stop(metrics);
     follower_close(f);
     return exit_code;
 }

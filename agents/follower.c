@@ -35,7 +35,7 @@ struct follower
 
     int lock_fd;
     struct store *cache;
-    uint64_t revision;
+    _Atomic uint64_t revision; /* read by the reporter and metrics threads */
     uint64_t compact_rev;
     uint64_t contact_written_ms;
     _Atomic uint64_t contact_ms;

@@ -15,8 +15,8 @@
  * than the cache): a download cut halfway leaves the cache as it was.
  * The cache's revision never goes backwards.
  *
- * Threads: one thread runs the follower; follower_state() and
- * follower_contact_ms() may be read from others.
+ * Threads: one thread runs the follower; follower_revision(),
+ * follower_state() and follower_contact_ms() may be read from others.
  */
 #ifndef CD_AGENTS_FOLLOWER_H
 #define CD_AGENTS_FOLLOWER_H

@@ -24,6 +24,7 @@
 
 #include "../lib/err.h"
 #include "../lib/log.h"
+#include "metrics.h"
 #include "server_int.h"
 
 #define WATCH_PAGE 10000                   /* changes per frame, at most */
@@ -81,6 +82,7 @@ struct proposal
     size_t n;
     struct pending_write *items;
     struct cd_result *results;
+    uint64_t proposed_ns; /* uv_hrtime(): the apply latency metric */
     struct proposal *next;
 };
 
@@ -207,6 +209,10 @@ static void apply_cb(struct raft_apply *req, int status, void *result)
     struct proposal *p = req->data;
     struct server *s = p->s;
     (void)result;
+    if (status == 0) {
+        metrics_observe_apply(s->metrics,
+                              (double)(uv_hrtime() - p->proposed_ns) / 1e9);
+    }
     for (struct proposal **pp = &s->inflight; *pp != NULL; pp = &(*pp)->next) {
         if (*pp == p) {
             *pp = p->next;
@@ -304,6 +310,7 @@ static void flush_writes(struct server *s)
         p->items = items;
         p->results = results;
         p->req.data = p;
+        p->proposed_ns = uv_hrtime();
         int rv = raft_apply(&s->raft, &p->req, &rb, 1, apply_cb);
         if (rv != 0) {
             if (fsm_apply_failed_keeps_buffer(rv)) {
@@ -311,6 +318,8 @@ static void flush_writes(struct server *s)
             }
             log_warn("api", "proposal refused: %s", raft_errmsg(&s->raft));
             rc = server__raft_err(rv);
+        } else {
+            metrics_observe_batch(s->metrics, n);
         }
     }
     free(ops);
@@ -686,6 +695,19 @@ static void heartbeat_children(struct server *s)
             m.u.changes.revision = w->next;
             conn_send(c, &m);
             w->last_sent_ms = now;
+        }
+    }
+}
+
+void server__watch_counts(struct server *s,
+                          unsigned *watches,
+                          unsigned *child_streams)
+{
+    *watches = *child_streams = 0;
+    for (const struct conn *c = s->conns; c != NULL; c = c->next) {
+        for (const struct watch *w = c->watches; w != NULL; w = w->next_watch) {
+            ++*watches;
+            *child_streams += w->child != 0;
         }
     }
 }
@@ -1170,6 +1192,7 @@ static void leave_by_transfer(struct conn *c, const struct cd_msg *req)
     l->c = c;
     l->request_id = req->request_id;
     l->req.data = l;
+    server__vip_release(s, "handing leadership over");
     int rv = raft_transfer(&s->raft, &l->req, 0, leave_transfer_cb);
     if (rv != 0) {
         free(l);
@@ -1304,6 +1327,7 @@ static void leader_transfer(struct conn *c, struct cd_msg *req)
     t->request_id = req->request_id;
     t->to = req->u.transfer.to;
     t->req.data = t;
+    server__vip_release(s, "handing leadership over");
     int rv = raft_transfer(&s->raft, &t->req, t->to, transfer_cb);
     if (rv != 0) {
         free(t);
@@ -1631,6 +1655,9 @@ static void read_cb(uv_stream_t *stream, ssize_t nread, const uv_buf_t *buf)
         return;
     }
     c->last_active = uv_now(c->s->loop);
+    /* A leader resumed from a pause checks its lease before it reads a
+     * request: it must not answer through a VIP it may no longer hold. */
+    server__vip_check(c->s);
     const uint8_t *data = (const uint8_t *)buf->base;
     size_t left = (size_t)nread;
     while (left > 0 && !c->closing) {
@@ -1979,6 +2006,7 @@ static void tick_cb(uv_timer_t *t)
     }
     auto_promote(s);
     heartbeat_children(s);
+    server__metrics_tick(s);
     uint64_t now = uv_now(s->loop);
     struct conn *c = s->conns;
     while (c != NULL) {
@@ -2011,6 +2039,10 @@ int server__api_start(struct server *s)
 {
     struct sockaddr_in sa;
     int rc = parse_addr(s->cfg.api_addr, &sa);
+    if (rc == 0 && s->cfg.vip[0] != '\0') {
+        /* Clients come through the VIP too: listen on every address. */
+        sa.sin_addr.s_addr = htonl(INADDR_ANY);
+    }
     if (rc != 0) {
         log_error("api", "bad api_address %s", s->cfg.api_addr);
         return rc;

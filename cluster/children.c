@@ -30,6 +30,7 @@
 
 #include "../lib/err.h"
 #include "../lib/log.h"
+#include "metrics.h"
 #include "server_int.h"
 
 #define CHILD_PREFIX "/cluster/children/"
@@ -566,4 +567,67 @@ void server__children_list(struct conn *c, const struct cd_msg *msg)
         codec_child_info_free(&a.st[i].info);
     }
     free(a.st);
+}
+
+/* --- metrics ------------------------------------------------------------- */
+
+struct stats_acc
+{
+    struct server *s;
+    struct metrics_state *st;
+    uint64_t now;
+};
+
+static void stale_max(struct metrics_state *st, int state, uint64_t ms)
+{
+    if (ms > st->staleness_max_ms[state]) {
+        st->staleness_max_ms[state] = ms;
+    }
+}
+
+static int stats_collect(void *arg, const struct store_kv *kv)
+{
+    struct stats_acc *a = arg;
+    struct server *s = a->s;
+    char buf[24];
+    size_t plen = strlen(CHILD_PREFIX);
+    size_t n = kv->key_len - plen;
+    a->st->children_registered++;
+    if (s->lead != LEAD_READY || n == 0 || n >= sizeof buf) {
+        return 0;
+    }
+    memcpy(buf, (const char *)kv->key + plen, n);
+    buf[n] = '\0';
+    const struct child_seen *e = seen_find(s, strtoull(buf, NULL, 10), 0);
+    if (e == NULL) {
+        /* As in the listing: unknown early in a leadership, then gone. */
+        a->st->children[a->now - s->children_since_ms < CHILD_GONE_MS
+                            ? METRICS_CHILD_UNKNOWN
+                            : METRICS_CHILD_GONE]++;
+        return 0;
+    }
+    uint64_t ago = a->now - e->last_seen;
+    if (ago > CHILD_GONE_MS) {
+        a->st->children[METRICS_CHILD_GONE]++;
+        stale_max(a->st, METRICS_CHILD_GONE, ago + e->staleness_ms);
+    } else if (strcmp(e->state, "following") == 0) {
+        a->st->children[METRICS_CHILD_FOLLOWING]++;
+        stale_max(a->st, METRICS_CHILD_FOLLOWING, e->staleness_ms);
+    } else {
+        a->st->children[METRICS_CHILD_DEGRADED]++;
+        stale_max(a->st, METRICS_CHILD_DEGRADED, e->staleness_ms + ago);
+    }
+    return 0;
+}
+
+/* One walk of the registry's keys (values are not decoded). */
+void server__children_stats(struct server *s, struct metrics_state *st)
+{
+    struct stats_acc a = {s, st, uv_now(s->loop)};
+    struct store_read *r;
+    if (store_read_begin(s->store, &r) == 0) {
+        store_read_range(r, CHILD_PREFIX, strlen(CHILD_PREFIX), NULL, 0, 0,
+                         stats_collect, &a, NULL);
+        store_read_end(r);
+    }
 }

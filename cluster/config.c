@@ -10,6 +10,8 @@
 #include <string.h>
 
 #include "../lib/err.h"
+#include "metrics.h"
+#include "vip.h"
 
 void config_defaults(struct cd_config *c)
 {
@@ -26,6 +28,7 @@ void config_defaults(struct cd_config *c)
     c->max_frame = (size_t)16 << 20;
     c->map_size = (size_t)1 << 30;
     c->log_level = LOG_LVL_INFO;
+    c->vip_clock_drift_pct = 5;
 }
 
 static int bad(char *err, size_t errlen, const char *key, const char *why)
@@ -101,6 +104,11 @@ int config_set(struct cd_config *c,
             return bad(err, errlen, key, "expected a.b.c.d:port");
         }
         COPY(api_addr);
+    } else if (strcmp(key, "metrics_address") == 0) {
+        if (metrics_check_address(value) != 0) {
+            return bad(err, errlen, key, "expected host:port or empty (off)");
+        }
+        COPY(metrics_addr);
     } else if (strcmp(key, "join") == 0) {
         COPY(join);
     } else if (strcmp(key, "token") == 0) {
@@ -138,6 +146,26 @@ int config_set(struct cd_config *c,
         UINT(max_frame, 4096, 1ULL << 30);
     } else if (strcmp(key, "map_size") == 0) {
         UINT(map_size, 1ULL << 20, 1ULL << 40);
+    } else if (strcmp(key, "vip") == 0) {
+        if (vip_parse(value, NULL, NULL) != 0) {
+            return bad(err, errlen, key, "expected a.b.c.d/prefix (IPv4)");
+        }
+        COPY(vip);
+    } else if (strcmp(key, "vip_interface") == 0) {
+        if (value[0] == '\0' || strlen(value) >= 16) {
+            return bad(err, errlen, key, "expected an interface name");
+        }
+        COPY(vip_interface);
+    } else if (strcmp(key, "vip_lease_ms") == 0) {
+        UINT(vip_lease_ms, 10, 60000);
+    } else if (strcmp(key, "vip_unsafe_no_lease") == 0) {
+        /* Only for the lab's negative control (make lab-controls). */
+        if (strcmp(value, "yes") != 0 && strcmp(value, "no") != 0) {
+            return bad(err, errlen, key, "expected yes or no");
+        }
+        c->vip_no_lease = strcmp(value, "yes") == 0;
+    } else if (strcmp(key, "vip_clock_drift_pct") == 0) {
+        UINT(vip_clock_drift_pct, 0, 20);
     } else if (strcmp(key, "log_level") == 0) {
         if (log_parse_level(value, &c->log_level) != 0) {
             return bad(err, errlen, key, "expected error|warn|info|debug");
@@ -228,6 +256,24 @@ int config_finish(struct cd_config *c, char *err, size_t errlen)
     }
     if (c->join[0] != '\0' && c->token[0] == '\0') {
         return bad(err, errlen, "token", "required to join");
+    }
+    if ((c->vip[0] != '\0') != (c->vip_interface[0] != '\0')) {
+        return bad(err, errlen, "vip", "vip and vip_interface go together");
+    }
+    /*
+     * The lease argument (docs/operations.md, "The virtual IP"): an old
+     * leader's lease, measured on its clock, must end before a new leader
+     * can be elected, which takes at least election_ms of silence on the
+     * voters' clocks: lease * (1 + drift) < election * (1 - drift).
+     */
+    double drift = c->vip_clock_drift_pct / 100.0;
+    double max_lease = c->election_ms * (1.0 - drift) / (1.0 + drift);
+    if (c->vip_lease_ms == 0) {
+        c->vip_lease_ms = (unsigned)(max_lease * 0.8);
+    }
+    if (c->vip[0] != '\0' && c->vip_lease_ms >= max_lease) {
+        return bad(err, errlen, "vip_lease_ms",
+                   "must be below election_ms * (1 - drift) / (1 + drift)");
     }
     return 0;
 }

@@ -39,6 +39,14 @@ struct cd_config
     size_t max_frame;
     size_t map_size;
     enum log_level log_level;
+    /* HTTP /metrics, /healthz, /readyz on "host:port"; "": off. */
+    char metrics_addr[64];
+    /* The virtual IP the leader holds ("" : none), see vip.h. */
+    char vip[32];           /* "a.b.c.d/prefix" */
+    char vip_interface[16]; /* where it is added */
+    unsigned vip_lease_ms;  /* 0 until config_finish derives it */
+    unsigned vip_clock_drift_pct;
+    int vip_no_lease; /* a negative control for the lab: never set it */
     /* Set when heartbeat_ms / election_ms were given explicitly. */
     int timing_set;
 };

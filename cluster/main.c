@@ -8,12 +8,17 @@
  * SIGTERM / SIGINT stop it gracefully (a leader hands leadership over
  * first).  Exit codes: 0 after a clean stop, 1 start-up failure (the
  * message says why), 2 usage, 70 a fatal store error at run time.
+ *
+ * Under systemd (Type=notify, deploy/systemd/clusterd.service) it says
+ * READY=1 once the API listens and raft has started, and STOPPING=1 when
+ * a stop begins; without NOTIFY_SOCKET sd_notify does nothing.
  */
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/resource.h>
+#include <systemd/sd-daemon.h>
 #include <uv.h>
 
 #include "../lib/err.h"
@@ -23,6 +28,7 @@
 
 static uv_signal_t sig_term, sig_int;
 static struct server *srv;
+static int said_stopping;
 
 static void usage(FILE *f)
 {
@@ -50,9 +56,19 @@ static void usage(FILE *f)
         "flag.\n");
 }
 
+/* systemd: a stop has begun (a signal, or `clusterctl leave`). */
+static void notify_stopping(void)
+{
+    if (!said_stopping) {
+        said_stopping = 1;
+        sd_notify(0, "STOPPING=1\nSTATUS=stopping");
+    }
+}
+
 static void stopped_cb(struct server *s)
 {
     (void)s;
+    notify_stopping();
     uv_close((uv_handle_t *)&sig_term, NULL);
     uv_close((uv_handle_t *)&sig_int, NULL);
 }
@@ -61,6 +77,7 @@ static void signal_cb(uv_signal_t *h, int signum)
 {
     (void)h;
     log_info("main", "signal %d: stopping", signum);
+    notify_stopping();
     server_stop(srv, stopped_cb);
 }
 
@@ -163,6 +180,7 @@ int main(int argc, char **argv)
         return 1;
     }
     log_set_level(cfg.log_level);
+    sd_notify(0, "STATUS=starting");
 
     uv_loop_t *loop = uv_default_loop();
     if ((rc = server_init(&srv, loop, &cfg)) != 0) {
@@ -178,11 +196,15 @@ int main(int argc, char **argv)
     if (rc != 0) {
         log_error("main", "start failed: %s (%s)", cd_strerror(rc),
                   cd_errname(rc));
+        said_stopping = 1; /* it never started: no STOPPING=1 */
+        sd_notifyf(0, "STATUS=start failed: %s", cd_strerror(rc));
         server_stop(srv, stopped_cb);
         uv_run(loop, UV_RUN_DEFAULT);
         server_free(srv);
         return 1;
     }
+    sd_notifyf(0, "READY=1\nSTATUS=serving: api %s, raft %s", cfg.api_addr,
+               cfg.raft_addr);
     uv_run(loop, UV_RUN_DEFAULT);
     int failed = server_failed(srv);
     server_free(srv);

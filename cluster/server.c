@@ -38,6 +38,7 @@
 #include "../lib/err.h"
 #include "../lib/log.h"
 #include "client.h"
+#include "metrics.h"
 #include "raft_version.h"
 
 uint64_t server__wall_ms(void)
@@ -129,6 +130,7 @@ static void fsm_fatal(void *arg, int err)
     log_error("server", "fatal store error: %s (%s); exiting", cd_strerror(err),
               cd_errname(err));
     s->failed = 1;
+    server__vip_fatal(s);
     _exit(70);
 }
 
@@ -181,6 +183,7 @@ static void lead_transition(struct server *s)
 static void prepare_cb(uv_prepare_t *h)
 {
     lead_transition(h->data);
+    server__vip_check(h->data);
 }
 
 /*
@@ -475,6 +478,7 @@ struct snapshot_job
     struct raft_snapshot snap;       /* raft's metadata, our buffer */
     struct raft_buffer buf;
     int rc;
+    uint64_t started_ns; /* uv_hrtime(), for the snapshot metrics */
 };
 
 static void close_all(struct server *s);
@@ -482,6 +486,9 @@ static void close_all(struct server *s);
 static void snapshot_put_done(struct raft_io_snapshot_put *put, int status)
 {
     struct snapshot_job *job = put->data;
+    metrics_observe_snapshot(job->s->metrics, job->buf.len,
+                             (double)(uv_hrtime() - job->started_ns) / 1e9,
+                             status == 0);
     raft_free(job->buf.base);
     job->raft_cb(job->raft_req, status);
     free(job);
@@ -509,6 +516,7 @@ static void snapshot_copy_done(uv_work_t *w, int status)
                                 snapshot_put_done);
     }
     if (rv != 0) {
+        metrics_observe_snapshot(s->metrics, 0, 0, 0);
         raft_free(job->buf.base);
         job->raft_cb(job->raft_req, rv);
         free(job);
@@ -535,6 +543,7 @@ static int snapshot_put_deferred(struct raft_io *io,
         return RAFT_NOMEM;
     }
     job->s = s;
+    job->started_ns = uv_hrtime();
     job->trailing = trailing;
     job->raft_req = req;
     job->raft_cb = cb;
@@ -812,6 +821,11 @@ int server_start(struct server *s)
     s->fsm.may_snapshot = may_snapshot;
     s->fsm.arg = s;
 
+    /* The VIP first: a stale copy left by a crash goes before raft can
+     * make this node leader again. */
+    if ((rc = server__vip_start(s)) != 0) {
+        return rc;
+    }
     if ((rc = check_raft_address(s)) != 0 ||
         (rc = start_raft(s, bootstrap)) != 0) {
         return rc;
@@ -819,7 +833,8 @@ int server_start(struct server *s)
     uv_prepare_init(s->loop, &s->prepare);
     s->prepare.data = s;
     uv_prepare_start(&s->prepare, prepare_cb);
-    if ((rc = server__api_start(s)) != 0) {
+    if ((rc = server__api_start(s)) != 0 ||
+        (rc = server__metrics_start(s)) != 0) {
         return rc;
     }
     log_info("server",
@@ -875,7 +890,9 @@ static void close_all(struct server *s)
     }
     s->closing_all = 1;
     uv_timer_stop(&s->stop_timer);
+    server__vip_close(s);
     server__api_close(s);
+    server__metrics_stop(s);
     if (uv_is_active((uv_handle_t *)&s->prepare) || s->prepare.loop != NULL) {
         s->handles_open++;
         s->prepare.data = s;
@@ -931,6 +948,7 @@ void server_stop(struct server *s, void (*cb)(struct server *s))
          * and moves the leader (and the VIP) once.  The guard timer closes
          * anyway if the transfer callback never comes. */
         s->transfer_req.data = s;
+        server__vip_release(s, "stopping: handing leadership over");
         int rv = raft_transfer(&s->raft, &s->transfer_req, 0, transfer_done_cb);
         if (rv == 0) {
             log_info("server", "stopping: transferring leadership");
@@ -949,6 +967,8 @@ void server_free(struct server *s)
     if (s == NULL) {
         return;
     }
+    server__vip_free(s);
+    metrics_free(s->metrics);
     fsm_close(&s->fsm);
     free(s->health);
     server__children_free(s);

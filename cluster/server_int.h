@@ -36,6 +36,8 @@ struct member_health
 struct pending_write;
 struct read_batch;
 struct child_seen;
+struct metrics;
+struct metrics_state;
 
 /* How the answer to a queued write is made (api.c's apply callback). */
 enum server_write_kind {
@@ -121,6 +123,23 @@ struct server
     uint64_t health_window_ms;  /* rate bound of health records */
     unsigned health_writes;     /* health records in this window */
 
+    /* The virtual IP (vipctl.c); times are CLOCK_MONOTONIC ms. */
+    struct vip *vip; /* NULL: no VIP configured */
+    int vip_held;
+    uv_timer_t vip_timer;
+    int vip_timer_closed;
+    struct raft_barrier vip_barrier;
+    int vip_barrier_busy;
+    uint64_t vip_barrier_sent;
+    raft_term vip_barrier_term;
+    uint64_t vip_lease_start; /* a majority acknowledged us then; 0: none */
+    uint64_t vip_claim_at;
+    uint64_t vip_last_leader_seen; /* another leader, as a follower */
+    uint64_t vip_started_ms;
+    uint64_t vip_next_barrier, vip_next_garp;
+    unsigned vip_garps;
+    int vip_was_leader;
+
     /* Membership changes: one at a time. */
     struct raft_change change;
     int change_busy;
@@ -129,6 +148,9 @@ struct server
     uint64_t change_id;
     char change_api[64];
     int change_action;
+
+    /* Observability (metrics.h): NULL unless metrics_address is set. */
+    struct metrics *metrics;
 
     /* Stopping. */
     int stopping;
@@ -178,6 +200,14 @@ int server__queue_write(struct server *s,
                         uint64_t child_id,
                         void *owned);
 
+/* vipctl.c: the virtual IP follows the leader's lease (see there). */
+int server__vip_start(struct server *s);  /* removes a stale VIP */
+void server__vip_check(struct server *s); /* each loop turn, each API read */
+void server__vip_release(struct server *s, const char *why); /* transfers */
+void server__vip_close(struct server *s);                    /* stopping */
+void server__vip_free(struct server *s);
+void server__vip_fatal(struct server *s);
+
 /* children.c: the children registry, their streams' admission, reports.
  * The join and leave calls return 1 when they took msg (moved into a
  * write), 0 when they answered and the caller still frees msg. */
@@ -188,5 +218,16 @@ void server__child_report(struct conn *c, const struct cd_msg *msg);
 void server__children_list(struct conn *c, const struct cd_msg *msg);
 void server__children_reset(struct server *s); /* leadership gained/lost */
 void server__children_free(struct server *s);
+/* Registered children; by state and staleness on the leader (into st). */
+void server__children_stats(struct server *s, struct metrics_state *st);
+
+/* server_metrics.c: the HTTP endpoint (metrics.h), if configured. */
+int server__metrics_start(struct server *s); /* after the API listens */
+void server__metrics_stop(struct server *s); /* with the handles */
+void server__metrics_tick(struct server *s); /* each housekeeping tick */
+/* api.c: watches served, children's streams among them. */
+void server__watch_counts(struct server *s,
+                          unsigned *watches,
+                          unsigned *child_streams);
 
 #endif

@@ -11,7 +11,7 @@ BACKPORTS=/etc/apt/sources.list.d/bookworm-backports.list
 PKGS="build-essential pkg-config clang clang-format clang-tidy cppcheck
 libclang-rt-14-dev llvm
 zlib1g-dev liblmdb-dev lmdb-utils libprotobuf-c-dev protobuf-c-compiler libcmocka-dev
-libuv1-dev libssl-dev git
+libuv1-dev libssl-dev libsystemd-dev systemd libmicrohttpd-dev git
 iproute2 iptables nftables arping faketime fiu-utils libfiu-dev
 libnetfilter-queue-dev libmnl-dev
 libldns-dev ldnsutils libldap-dev slapd ldap-utils nsd
