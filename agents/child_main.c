@@ -61,7 +61,8 @@ struct child_config
     struct health health;
 };
 
-static volatile sig_atomic_t stop_flag;
+/* Set by the main thread (signals), read by the others. */
+static atomic_int stop_flag;
 
 static void usage(FILE *f)
 {

@@ -42,7 +42,7 @@ struct follower
     _Atomic int state;
 
     /* During a run. */
-    volatile sig_atomic_t *stop;
+    const atomic_int *stop;
     int need_snapshot;
     int revoked;
     int failed;            /* a cache write error: stop the run */
@@ -246,7 +246,7 @@ static int on_changes(void *arg, const struct cd_msg *m)
     if (f->on_batch != NULL && rc == 0 && f->on_batch(f->arg, f->revision)) {
         return 1;
     }
-    return f->stop != NULL && *f->stop ? 1 : 0;
+    return f->stop != NULL && atomic_load(f->stop) ? 1 : 0;
 }
 
 /* The cache is too far behind the parents' history: replace it whole. */
@@ -306,7 +306,7 @@ static int fetch_snapshot(struct follower *f, struct cd_client *c)
     return rc;
 }
 
-int follower_run(struct follower *f, volatile sig_atomic_t *stop)
+int follower_run(struct follower *f, const atomic_int *stop)
 {
     char **eps = NULL;
     size_t n_eps = 0;
@@ -369,7 +369,7 @@ int follower_run(struct follower *f, volatile sig_atomic_t *stop)
     }
     f->first_endpoint = f->heard ? 0 : (f->first_endpoint + 1) % n_eps;
     if (atomic_exchange(&f->state, FOLLOWER_DEGRADED) == FOLLOWER_FOLLOWING &&
-        rc != CD_ECOMPACTED && !(stop != NULL && *stop)) {
+        rc != CD_ECOMPACTED && !(stop != NULL && atomic_load(stop))) {
         log_warn(
             "follower",
             "degraded: lost the parent stream (%s); serving revision %" PRIu64

@@ -21,7 +21,7 @@
 #ifndef CD_AGENTS_FOLLOWER_H
 #define CD_AGENTS_FOLLOWER_H
 
-#include <signal.h>
+#include <stdatomic.h>
 #include <stdint.h>
 
 #include "../cluster/client.h"
@@ -60,7 +60,7 @@ void follower_close(struct follower *f); /* NULL-safe */
  * CD_EBADCLUSTER (the parents are another cluster).  Anything else is
  * worth retrying after a pause.
  */
-int follower_run(struct follower *f, volatile sig_atomic_t *stop);
+int follower_run(struct follower *f, const atomic_int *stop);
 
 uint64_t follower_revision(struct follower *f);
 enum follower_state follower_state(struct follower *f);

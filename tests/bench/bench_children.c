@@ -1020,7 +1020,7 @@ out:
 
 /* --- catchup: a child far behind, with the real follower ----------------- */
 
-static volatile sig_atomic_t follow_stop; /* SIGALRM: a phase's time is up */
+static atomic_int follow_stop; /* SIGALRM: a phase's time is up */
 
 static void on_alarm(int sig)
 {
