@@ -21,21 +21,20 @@
 #include "lib/err.h"
 #include "storage/store.h"
 
-static uint64_t now_ms(void)
+uint64_t harness_now_ms(void)
 {
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
     return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
 }
 
-static void sleep_ms(unsigned ms)
+void harness_sleep_ms(unsigned ms)
 {
     struct timespec ts = {ms / 1000, (long)(ms % 1000) * 1000000};
     nanosleep(&ts, NULL);
 }
 
-/* Is 127.0.0.1:port free to listen on right now? */
-static int port_free(int port)
+int harness_port_free(int port)
 {
     struct sockaddr_in sa = {.sin_family = AF_INET,
                              .sin_port = htons((uint16_t)port),
@@ -58,12 +57,13 @@ static int port_free(int port)
  */
 static int pick_ports(void)
 {
-    unsigned seed = (unsigned)getpid() ^ (unsigned)now_ms();
+    unsigned seed = (unsigned)getpid() ^ (unsigned)harness_now_ms();
     for (int attempt = 0; attempt < 50; attempt++) {
         int base = 20000 + (int)(rand_r(&seed) % 200) * 200;
         int ok = 1;
         for (int i = 1; i <= HARNESS_MAX_NODES && ok; i++) {
-            ok = port_free(base + i) && port_free(base + 100 + i);
+            ok = harness_port_free(base + i) &&
+                 harness_port_free(base + 100 + i);
         }
         if (ok) {
             return base;
@@ -129,8 +129,7 @@ void harness_destroy(struct harness *h)
     }
 }
 
-/* A fresh token from the cluster, as `clusterctl token create` makes. */
-static int request_token(struct harness *h, char *tok, size_t len)
+int harness_token(struct harness *h, char *tok, size_t len)
 {
     struct cd_client *c = harness_client(h, 0, 10000);
     struct cd_msg req, resp;
@@ -157,10 +156,10 @@ static int read_token(struct harness *h, int via, char *tok, size_t len)
      * directory (the path the docs give operators); any later join asks
      * the cluster for a fresh one. */
     if (h->joins_done > 0 || via != 0) {
-        return request_token(h, tok, len);
+        return harness_token(h, tok, len);
     }
-    uint64_t deadline = now_ms() + 10000;
-    while (now_ms() < deadline) {
+    uint64_t deadline = harness_now_ms() + 10000;
+    while (harness_now_ms() < deadline) {
         FILE *f = fopen(path, "r");
         if (f != NULL) {
             char *ok = fgets(tok, (int)len, f);
@@ -170,7 +169,7 @@ static int read_token(struct harness *h, int via, char *tok, size_t len)
                 return 0;
             }
         }
-        sleep_ms(20);
+        harness_sleep_ms(20);
     }
     return CD_ETIMEOUT;
 }
@@ -246,18 +245,18 @@ int harness_stop(struct harness *h, int i, int sig)
         return -1;
     }
     kill(d->pid, sig);
-    uint64_t deadline = now_ms() + 15000;
+    uint64_t deadline = harness_now_ms() + 15000;
     for (;;) {
         pid_t r = waitpid(d->pid, &status, WNOHANG);
         if (r == d->pid || (r < 0 && errno == ECHILD)) {
             break;
         }
-        if (now_ms() > deadline) {
+        if (harness_now_ms() > deadline) {
             kill(d->pid, SIGKILL);
             waitpid(d->pid, &status, 0);
             break;
         }
-        sleep_ms(10);
+        harness_sleep_ms(10);
     }
     d->pid = 0;
     return status;
@@ -312,8 +311,8 @@ int harness_status(struct harness *h, int i, struct cd_msg *st)
 
 int harness_wait_voters(struct harness *h, unsigned voters, unsigned timeout_ms)
 {
-    uint64_t deadline = now_ms() + timeout_ms;
-    while (now_ms() < deadline) {
+    uint64_t deadline = harness_now_ms() + timeout_ms;
+    while (harness_now_ms() < deadline) {
         struct cd_client *c = harness_client(h, 0, 2000);
         struct cd_msg req, resp;
         memset(&req, 0, sizeof req);
@@ -330,15 +329,15 @@ int harness_wait_voters(struct harness *h, unsigned voters, unsigned timeout_ms)
             }
         }
         cd_client_close(c);
-        sleep_ms(50);
+        harness_sleep_ms(50);
     }
     return CD_ETIMEOUT;
 }
 
 int harness_leader(struct harness *h, unsigned timeout_ms)
 {
-    uint64_t deadline = now_ms() + timeout_ms;
-    while (now_ms() < deadline) {
+    uint64_t deadline = harness_now_ms() + timeout_ms;
+    while (harness_now_ms() < deadline) {
         for (int i = 0; i < h->n; i++) {
             struct cd_msg st;
             if (h->node[i].pid <= 0 || harness_status(h, i, &st) != 0) {
@@ -351,15 +350,15 @@ int harness_leader(struct harness *h, unsigned timeout_ms)
                 return i;
             }
         }
-        sleep_ms(20);
+        harness_sleep_ms(20);
     }
     return -1;
 }
 
 int harness_wait_revision(struct harness *h, uint64_t rev, unsigned timeout_ms)
 {
-    uint64_t deadline = now_ms() + timeout_ms;
-    while (now_ms() < deadline) {
+    uint64_t deadline = harness_now_ms() + timeout_ms;
+    while (harness_now_ms() < deadline) {
         int behind = 0;
         for (int i = 0; i < h->n; i++) {
             struct cd_msg st;
@@ -376,7 +375,7 @@ int harness_wait_revision(struct harness *h, uint64_t rev, unsigned timeout_ms)
         if (!behind) {
             return 0;
         }
-        sleep_ms(20);
+        harness_sleep_ms(20);
     }
     return CD_ETIMEOUT;
 }
@@ -501,4 +500,46 @@ int harness_log_has(struct harness *h, int i, const char *needle)
     }
     fclose(f);
     return found;
+}
+
+pid_t harness_spawn(const char *const *argv,
+                    const char *log,
+                    const char *const *env)
+{
+    fflush(NULL);
+    pid_t pid = fork();
+    if (pid != 0) {
+        return pid;
+    }
+    int fd = open(log, O_WRONLY | O_CREAT | O_APPEND, 0644);
+    if (fd >= 0) {
+        dup2(fd, 1);
+        dup2(fd, 2);
+    }
+    for (size_t i = 0; env != NULL && env[i] != NULL; i++) {
+        putenv((char *)(uintptr_t)env[i]);
+    }
+    execv(argv[0], (char *const *)(uintptr_t)argv);
+    _exit(127);
+}
+
+int harness_reap(pid_t pid, int sig, unsigned timeout_ms)
+{
+    int st = 0;
+    if (pid <= 0) {
+        return -1;
+    }
+    if (sig != 0) {
+        kill(pid, sig);
+    }
+    uint64_t deadline = harness_now_ms() + timeout_ms;
+    while (waitpid(pid, &st, WNOHANG) == 0) {
+        if (harness_now_ms() > deadline) {
+            kill(pid, SIGKILL);
+            waitpid(pid, &st, 0);
+            return -1;
+        }
+        harness_sleep_ms(10);
+    }
+    return st;
 }

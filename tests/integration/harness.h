@@ -80,4 +80,22 @@ int harness_store_meta(struct harness *h, int i, struct store_meta *m);
 /* Does node i's log contain needle? */
 int harness_log_has(struct harness *h, int i, const char *needle);
 
+/* Small shared pieces of the integration tests. */
+uint64_t harness_now_ms(void); /* CLOCK_MONOTONIC */
+void harness_sleep_ms(unsigned ms);
+/* Is 127.0.0.1:port free to listen on right now? */
+int harness_port_free(int port);
+/* A fresh join token from the cluster (600 s), as `clusterctl token
+ * create` makes: 0, or the call's error. */
+int harness_token(struct harness *h, char *tok, size_t len);
+/* Start argv[0] with argv, stdout and stderr appended to log, env
+ * ("NAME=VALUE" strings, NULL-ended; may be NULL) added in the process.
+ * The pid, or -1. */
+pid_t harness_spawn(const char *const *argv,
+                    const char *log,
+                    const char *const *env);
+/* Send sig (0: none) to pid and reap it, SIGKILL after timeout_ms: its
+ * wait status, or -1 when it had to be killed (or pid <= 0). */
+int harness_reap(pid_t pid, int sig, unsigned timeout_ms);
+
 #endif

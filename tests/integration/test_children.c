@@ -69,19 +69,6 @@ struct fx
     char endpoints[256];
 };
 
-static void sleep_ms(unsigned ms)
-{
-    struct timespec ts = {ms / 1000, (long)(ms % 1000) * 1000000};
-    nanosleep(&ts, NULL);
-}
-
-static uint64_t now_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
-}
-
 static int setup(void **state)
 {
     struct fx *f = calloc(1, sizeof *f);
@@ -91,20 +78,7 @@ static int setup(void **state)
 
 static void child_stop(struct child *c, int sig, int *status)
 {
-    int st = 0;
-    if (c->pid <= 0) {
-        return;
-    }
-    kill(c->pid, sig);
-    uint64_t deadline = now_ms() + 10000;
-    while (waitpid(c->pid, &st, WNOHANG) == 0) {
-        if (now_ms() > deadline) {
-            kill(c->pid, SIGKILL);
-            waitpid(c->pid, &st, 0);
-            break;
-        }
-        sleep_ms(10);
-    }
+    int st = harness_reap(c->pid, sig, 10000);
     c->pid = 0;
     if (status != NULL) {
         *status = st;
@@ -144,18 +118,7 @@ static void form(struct fx *f)
 
 static int new_token(struct fx *f, char *tok, size_t len)
 {
-    struct cd_client *c = harness_client(&f->h, 0, 10000);
-    struct cd_msg req, resp;
-    memset(&req, 0, sizeof req);
-    req.type = CD_MSG_TOKEN;
-    req.u.token.ttl_s = 600;
-    int rc = cd_client_call(c, &req, &resp);
-    if (rc == 0) {
-        snprintf(tok, len, "%s", resp.u.token_resp.token);
-        codec_msg_free(&resp);
-    }
-    cd_client_close(c);
-    return rc;
+    return harness_token(&f->h, tok, len);
 }
 
 /* Start clusterd-child i; with a token it joins on this first start. */
@@ -178,18 +141,8 @@ static void child_start(struct fx *f, int i, const char *token)
         argv[n++] = token;
     }
     argv[n] = NULL;
-    pid_t pid = fork();
-    assert_true(pid >= 0);
-    if (pid == 0) {
-        int fd = open(c->log, O_WRONLY | O_CREAT | O_APPEND, 0644);
-        if (fd >= 0) {
-            dup2(fd, 1);
-            dup2(fd, 2);
-        }
-        execv(f->child_bin, (char *const *)(uintptr_t)argv);
-        _exit(127);
-    }
-    c->pid = pid;
+    c->pid = harness_spawn(argv, c->log, NULL);
+    assert_true(c->pid > 0);
 }
 
 static void cache_path(struct fx *f, int i, char *out, size_t len)
@@ -233,7 +186,7 @@ static int wait_cache_value(struct fx *f,
                             const char *want,
                             unsigned timeout_ms)
 {
-    uint64_t deadline = now_ms() + timeout_ms;
+    uint64_t deadline = harness_now_ms() + timeout_ms;
     do {
         char *v = NULL;
         if (cache_get(f, i, key, &v) == 0) {
@@ -243,8 +196,8 @@ static int wait_cache_value(struct fx *f,
                 return 0;
             }
         }
-        sleep_ms(20);
-    } while (now_ms() < deadline);
+        harness_sleep_ms(20);
+    } while (harness_now_ms() < deadline);
     return CD_ETIMEOUT;
 }
 
@@ -275,7 +228,7 @@ static void *observe(void *arg)
             o->last = rev;
             o->samples++;
         }
-        sleep_ms(2);
+        harness_sleep_ms(2);
     }
     return NULL;
 }
@@ -333,11 +286,11 @@ static void test_child_follows_through_outage(void **state)
     check_rc(wait_cache_value(f, 0, "/cfg/policy", "v2", 10000), 0);
 
     /* The leader knows it: following, its service up. */
-    uint64_t deadline = now_ms() + 10000;
+    uint64_t deadline = harness_now_ms() + 10000;
     while (children_state(f, id.child_id, st, sizeof st) != 0 ||
            strcmp(st, "following+up") != 0) {
-        assert_true(now_ms() < deadline);
-        sleep_ms(100);
+        assert_true(harness_now_ms() < deadline);
+        harness_sleep_ms(100);
     }
 
     /* Its services' health is recorded in the store (rate-bounded). */
@@ -345,10 +298,10 @@ static void test_child_follows_through_outage(void **state)
         char key[64], *v = NULL;
         snprintf(key, sizeof key, "/cluster/health/%" PRIu64, id.child_id);
         struct cd_client *hc = harness_client(&f->h, 0, 5000);
-        deadline = now_ms() + 15000;
+        deadline = harness_now_ms() + 15000;
         while (cd_client_get(hc, key, strlen(key), 0, &v, NULL, NULL) != 0) {
-            assert_true(now_ms() < deadline);
-            sleep_ms(100);
+            assert_true(harness_now_ms() < deadline);
+            harness_sleep_ms(100);
         }
         assert_string_equal(v, "self up\n");
         free(v);
@@ -359,7 +312,7 @@ static void test_child_follows_through_outage(void **state)
     for (int i = 0; i < 3; i++) {
         harness_stop(&f->h, i, SIGKILL);
     }
-    sleep_ms(4000); /* past the stream timeout: degraded now */
+    harness_sleep_ms(4000); /* past the stream timeout: degraded now */
     check_rc(wait_cache_value(f, 0, "/cfg/policy", "v2", 1000), 0);
     {
         char path[256];
@@ -379,7 +332,7 @@ static void test_child_follows_through_outage(void **state)
     child_stop(&f->c[0], SIGTERM, &status);
     assert_true(WIFEXITED(status) && WEXITSTATUS(status) == 0);
     child_start(f, 0, NULL);
-    sleep_ms(1000);
+    harness_sleep_ms(1000);
     assert_true(f->c[0].pid > 0 && kill(f->c[0].pid, 0) == 0);
     check_rc(wait_cache_value(f, 0, "/cfg/policy", "v2", 1000), 0);
 
@@ -409,10 +362,10 @@ static void test_child_follows_through_outage(void **state)
     codec_msg_free(&resp);
     check_rc(cd_client_call(c, &req, &resp), CD_ENOTFOUND);
     cd_client_close(c);
-    deadline = now_ms() + 10000;
+    deadline = harness_now_ms() + 10000;
     while (waitpid(f->c[0].pid, &status, WNOHANG) == 0) {
-        assert_true(now_ms() < deadline);
-        sleep_ms(20);
+        assert_true(harness_now_ms() < deadline);
+        harness_sleep_ms(20);
     }
     f->c[0].pid = 0;
     assert_true(WIFEXITED(status) && WEXITSTATUS(status) == 3);
@@ -477,7 +430,7 @@ static void test_child_catches_up_by_snapshot(void **state)
     /* Every parent (the child may say hello to any) has compacted past
      * the child's revision, so the only way back is a snapshot. */
     struct store_meta m;
-    uint64_t deadline = now_ms() + 20000;
+    uint64_t deadline = harness_now_ms() + 20000;
     int all = 0;
     do {
         all = 1;
@@ -486,9 +439,9 @@ static void test_child_catches_up_by_snapshot(void **state)
             all &= m.compact_rev > rev_before;
         }
         if (!all) {
-            sleep_ms(100);
+            harness_sleep_ms(100);
         }
-    } while (!all && now_ms() < deadline);
+    } while (!all && harness_now_ms() < deadline);
     assert_true(all);
 
     child_start(f, 0, NULL);
@@ -596,15 +549,15 @@ static void test_child_skips_hung_parents(void **state)
     child_stop(&f->c[0], SIGTERM, NULL);
     kill(f->h.node[0].pid, SIGSTOP);
     kill(f->h.node[1].pid, SIGSTOP);
-    uint64_t started = now_ms();
-    sleep_ms(1500); /* the recorded contact is now older than this */
+    uint64_t started = harness_now_ms();
+    harness_sleep_ms(1500); /* the recorded contact is now older than this */
     child_start(f, 0, NULL);
     cache_path(f, 0, path, sizeof path);
     int following = 0;
-    while (!following && now_ms() - started < 30000) {
+    while (!following && harness_now_ms() - started < 30000) {
         clusterd_db *db;
         struct clusterd_staleness sl;
-        sleep_ms(200);
+        harness_sleep_ms(200);
         if (clusterd_open(path, &db) == 0) {
             following = clusterd_staleness(db, &sl) == 0 && sl.age_ms < 1200;
             clusterd_close(db);

@@ -64,55 +64,10 @@ struct fx
     int child_port;
 };
 
-static uint64_t now_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
-}
-
-static void sleep_ms(unsigned ms)
-{
-    struct timespec ts = {ms / 1000, (long)(ms % 1000) * 1000000};
-    nanosleep(&ts, NULL);
-}
-
-static int port_free(int port)
-{
-    struct sockaddr_in sa = {.sin_family = AF_INET,
-                             .sin_port = htons((uint16_t)port),
-                             .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
-    int fd = socket(AF_INET, SOCK_STREAM, 0);
-    int one = 1;
-    if (fd < 0) {
-        return 0;
-    }
-    setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
-    int ok = bind(fd, (struct sockaddr *)&sa, sizeof sa) == 0;
-    close(fd);
-    return ok;
-}
-
 /* Wait (bounded) for a process of ours to exit; its wait status. */
 static int wait_exit(pid_t pid, int sig, unsigned timeout_ms)
 {
-    int st = 0;
-    if (pid <= 0) {
-        return -1;
-    }
-    if (sig != 0) {
-        kill(pid, sig);
-    }
-    uint64_t deadline = now_ms() + timeout_ms;
-    while (waitpid(pid, &st, WNOHANG) == 0) {
-        if (now_ms() > deadline) {
-            kill(pid, SIGKILL);
-            waitpid(pid, &st, 0);
-            return -1;
-        }
-        sleep_ms(10);
-    }
-    return st;
+    return harness_reap(pid, sig, timeout_ms);
 }
 
 static int setup(void **state)
@@ -243,7 +198,7 @@ static int wait_sample(int port,
                        double want,
                        unsigned timeout_ms)
 {
-    uint64_t deadline = now_ms() + timeout_ms;
+    uint64_t deadline = harness_now_ms() + timeout_ms;
     do {
         char *body = NULL;
         double v;
@@ -253,8 +208,8 @@ static int wait_sample(int port,
         if (ok) {
             return 0;
         }
-        sleep_ms(100);
-    } while (now_ms() < deadline);
+        harness_sleep_ms(100);
+    } while (harness_now_ms() < deadline);
     return CD_ETIMEOUT;
 }
 
@@ -313,12 +268,12 @@ static void form(struct fx *f)
     assert_string_equal(h->extra[EXTRA_METRICS], flags[EXTRA_METRICS]);
     for (int i = 0; i < N_PARENTS; i++) {
         f->mport[i] = h->port + METRICS_OFFSET + i;
-        assert_true(port_free(f->mport[i]));
+        assert_true(harness_port_free(f->mport[i]));
         snprintf(f->mflag[i], sizeof f->mflag[i],
                  "metrics_address=127.0.0.1:%d", f->mport[i]);
     }
     f->child_port = h->port + METRICS_OFFSET + 10;
-    assert_true(port_free(f->child_port));
+    assert_true(harness_port_free(f->child_port));
     snprintf(f->child_dir, sizeof f->child_dir, "%s/c1", h->base);
     snprintf(f->child_log, sizeof f->child_log, "%s/c1.log", h->base);
     for (int i = 0; i < N_PARENTS; i++) {
@@ -334,7 +289,7 @@ static void form(struct fx *f)
  * the same leader; -1 if that does not happen within timeout_ms. */
 static int metrics_leader(struct fx *f, unsigned timeout_ms)
 {
-    uint64_t deadline = now_ms() + timeout_ms;
+    uint64_t deadline = harness_now_ms() + timeout_ms;
     do {
         int leader = -1, leaders = 0, agree = 1;
         double named = -1;
@@ -360,8 +315,8 @@ static int metrics_leader(struct fx *f, unsigned timeout_ms)
         if (agree && leaders == 1) {
             return leader;
         }
-        sleep_ms(100);
-    } while (now_ms() < deadline);
+        harness_sleep_ms(100);
+    } while (harness_now_ms() < deadline);
     return -1;
 }
 
@@ -449,7 +404,7 @@ static void test_parent_metrics(void **state)
     free(m);
 
     /* The leader snapshots (followers may decline for a while). */
-    uint64_t deadline = now_ms() + 15000;
+    uint64_t deadline = harness_now_ms() + 15000;
     double snaps = 0;
     do {
         m = scrape(f->mport[leader]);
@@ -461,9 +416,9 @@ static void test_parent_metrics(void **state)
         }
         free(m);
         if (snaps < 1) {
-            sleep_ms(100);
+            harness_sleep_ms(100);
         }
-    } while (snaps < 1 && now_ms() < deadline);
+    } while (snaps < 1 && harness_now_ms() < deadline);
     assert_true(snaps >= 1);
 
     /* Every node ends at the same revision, and says so. */
@@ -506,35 +461,13 @@ static void child_start(struct fx *f, const char *token)
                           "--set",
                           mflag,
                           NULL};
-    fflush(NULL);
-    pid_t pid = fork();
-    assert_true(pid >= 0);
-    if (pid == 0) {
-        int fd = open(f->child_log, O_WRONLY | O_CREAT | O_APPEND, 0644);
-        if (fd >= 0) {
-            dup2(fd, 1);
-            dup2(fd, 2);
-        }
-        execv(child_bin, (char *const *)(uintptr_t)argv);
-        _exit(127);
-    }
-    f->child_pid = pid;
+    f->child_pid = harness_spawn(argv, f->child_log, NULL);
+    assert_true(f->child_pid > 0);
 }
 
 static int new_token(struct fx *f, char *tok, size_t len)
 {
-    struct cd_client *c = harness_client(&f->h, 0, 10000);
-    struct cd_msg req, resp;
-    memset(&req, 0, sizeof req);
-    req.type = CD_MSG_TOKEN;
-    req.u.token.ttl_s = 600;
-    int rc = cd_client_call(c, &req, &resp);
-    if (rc == 0) {
-        snprintf(tok, len, "%s", resp.u.token_resp.token);
-        codec_msg_free(&resp);
-    }
-    cd_client_close(c);
-    return rc;
+    return harness_token(&f->h, tok, len);
 }
 
 static void test_child_metrics(void **state)
@@ -672,7 +605,7 @@ static void test_metrics_address_refused(void **state)
 
     /* A port in use: the start fails and says why. */
     int port = h->port + METRICS_OFFSET;
-    assert_true(port_free(port));
+    assert_true(harness_port_free(port));
     struct sockaddr_in sa = {.sin_family = AF_INET,
                              .sin_port = htons((uint16_t)port),
                              .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};

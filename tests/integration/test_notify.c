@@ -56,19 +56,6 @@ struct fx
     char child_log[220];
 };
 
-static uint64_t now_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
-}
-
-static void sleep_ms(unsigned ms)
-{
-    struct timespec ts = {ms / 1000, (long)(ms % 1000) * 1000000};
-    nanosleep(&ts, NULL);
-}
-
 /* Bind the notification socket at dir/name. */
 static int nsock_open(struct nsock *ns, const char *dir, const char *name)
 {
@@ -124,10 +111,10 @@ static int nsock_wait(struct nsock *ns,
                       const char *prefix,
                       unsigned timeout_ms)
 {
-    uint64_t deadline = now_ms() + timeout_ms;
+    uint64_t deadline = harness_now_ms() + timeout_ms;
     for (;;) {
         struct pollfd pfd = {.fd = ns->fd, .events = POLLIN};
-        uint64_t now = now_ms();
+        uint64_t now = harness_now_ms();
         int wait = now >= deadline ? 0 : (int)(deadline - now);
         int r = poll(&pfd, 1, wait);
         if (r < 0 && errno == EINTR) {
@@ -200,14 +187,14 @@ static void child_stop(struct fx *f, int sig, int *status)
         return;
     }
     kill(f->child, sig);
-    uint64_t deadline = now_ms() + 10000;
+    uint64_t deadline = harness_now_ms() + 10000;
     while (waitpid(f->child, &st, WNOHANG) == 0) {
-        if (now_ms() > deadline) {
+        if (harness_now_ms() > deadline) {
             kill(f->child, SIGKILL);
             waitpid(f->child, &st, 0);
             break;
         }
-        sleep_ms(10);
+        harness_sleep_ms(10);
     }
     f->child = 0;
     if (status != NULL) {
@@ -243,12 +230,12 @@ static void test_parent_ready_stopping(void **state)
     assert_int_equal(harness_init(h, 2, NULL), 0);
     assert_int_equal(nsock_open(&f->ns, h->base, "notify"), 0);
 
-    uint64_t t0 = now_ms();
+    uint64_t t0 = harness_now_ms();
     start_notified(f, 0, H_BOOTSTRAP);
     pid_t pid = h->node[0].pid;
     expect_notify(&f->ns, pid, "READY=1", 15000);
     print_message("READY=1 after %llu ms\n",
-                  (unsigned long long)(now_ms() - t0));
+                  (unsigned long long)(harness_now_ms() - t0));
     /* READY means serving: the API answers now, without waiting. */
     assert_int_equal(harness_status(h, 0, &st), 0);
     codec_msg_free(&st);
@@ -259,9 +246,10 @@ static void test_parent_ready_stopping(void **state)
     start_notified(f, 1, H_RESTART);
     pid_t pid2 = h->node[1].pid;
     int status2 = 0;
-    uint64_t deadline = now_ms() + 10000;
-    while (waitpid(pid2, &status2, WNOHANG) == 0 && now_ms() < deadline) {
-        sleep_ms(10);
+    uint64_t deadline = harness_now_ms() + 10000;
+    while (waitpid(pid2, &status2, WNOHANG) == 0 &&
+           harness_now_ms() < deadline) {
+        harness_sleep_ms(10);
     }
     h->node[1].pid = 0;
     if (waitpid(pid2, NULL, WNOHANG) == 0) { /* still running: not wanted */
@@ -288,17 +276,7 @@ static void test_parent_ready_stopping(void **state)
 /* A join token from the running cluster. */
 static void new_token(struct fx *f, char *tok, size_t len)
 {
-    struct cd_client *c = harness_client(&f->h, 0, 10000);
-    struct cd_msg req, resp;
-    assert_non_null(c);
-    memset(&req, 0, sizeof req);
-    req.type = CD_MSG_TOKEN;
-    req.u.token.ttl_s = 600;
-    int rc = cd_client_call(c, &req, &resp);
-    cd_client_close(c);
-    assert_int_equal(rc, 0);
-    snprintf(tok, len, "%s", resp.u.token_resp.token);
-    codec_msg_free(&resp);
+    assert_int_equal(harness_token(&f->h, tok, len), 0);
 }
 
 static void test_child_ready_status_stopping(void **state)
@@ -328,24 +306,16 @@ static void test_child_ready_status_stopping(void **state)
                           "--set",
                           "stream_timeout_ms=1500",
                           NULL};
-    uint64_t t0 = now_ms();
-    fflush(NULL);
-    pid_t pid = fork();
-    assert_true(pid >= 0);
-    if (pid == 0) {
-        int fd = open(f->child_log, O_WRONLY | O_CREAT | O_APPEND, 0644);
-        if (fd >= 0) {
-            dup2(fd, 1);
-            dup2(fd, 2);
-        }
-        setenv("NOTIFY_SOCKET", f->ns.path, 1);
-        execv(f->child_bin, (char *const *)(uintptr_t)argv);
-        _exit(127);
-    }
+    uint64_t t0 = harness_now_ms();
+    char env0[300];
+    snprintf(env0, sizeof env0, "NOTIFY_SOCKET=%s", f->ns.path);
+    const char *const env[] = {env0, NULL};
+    pid_t pid = harness_spawn(argv, f->child_log, env);
+    assert_true(pid > 0);
     f->child = pid;
     expect_notify(&f->ns, pid, "READY=1", 15000);
     print_message("child READY=1 after %llu ms\n",
-                  (unsigned long long)(now_ms() - t0));
+                  (unsigned long long)(harness_now_ms() - t0));
     expect_notify(&f->ns, pid, "STATUS=following at revision", 10000);
 
     /* Every parent gone: the child says it serves from the cache. */
