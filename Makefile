@@ -286,5 +286,24 @@ demo: ensure-deps
 	$(Q)$(MAKE) --no-print-directory all
 	$(Q)bash tests/demo.sh $(BUILD)
 
+# --- containers (deploy/container, deploy/compose) ----------------------
+# image: the Debian bookworm base under the tag the Dockerfile names
+# (debootstrap + docker import, skipped when the tag exists: no registry
+# is needed), then the clusterd image.  compose-test: 3 parents, 2
+# children and the VIP on a bridge network, a failover, then teardown.
+# The classic builder keeps the build stage as an untagged image (the
+# cache of the next build); 'docker image prune --filter
+# label=org.clusterd.stage=build' removes it.
+IMAGE ?= clusterd:latest
+BASE_IMAGE ?= debian:bookworm
+.PHONY: image compose-test
+image: ensure-deps
+	$(Q)sh deploy/container/base.sh $(BASE_IMAGE)
+	$(Q)docker build -q -f deploy/container/Dockerfile --build-arg BASE=$(BASE_IMAGE) \
+	  -t $(IMAGE) . >/dev/null && echo "image: $(IMAGE) built"
+
+compose-test: image
+	$(Q)IMAGE=$(IMAGE) bash tests/compose/test.sh
+
 clean:
 	rm -rf build

@@ -254,9 +254,9 @@ int config_finish(struct cd_config *c, char *err, size_t errlen)
     if (c->restore[0] != '\0' && !c->bootstrap) {
         return bad(err, errlen, "restore", "only with bootstrap");
     }
-    if (c->join[0] != '\0' && c->token[0] == '\0') {
-        return bad(err, errlen, "token", "required to join");
-    }
+    /* join without a token is refused at start only when the node has not
+     * joined yet (server.c): a joined node ignores join, and an expired
+     * token may be dropped from the file. */
     if ((c->vip[0] != '\0') != (c->vip_interface[0] != '\0')) {
         return bad(err, errlen, "vip", "vip and vip_interface go together");
     }

@@ -768,6 +768,13 @@ int server_start(struct server *s)
             log_info("server", "bootstrapping cluster %016" PRIx64,
                      s->cluster_id);
         } else if (s->cfg.join[0] != '\0') {
+            if (s->cfg.token[0] == '\0') {
+                log_error("server",
+                          "%s holds no node yet: joining %s needs a token "
+                          "(clusterctl token create)",
+                          s->cfg.data_dir, s->cfg.join);
+                return CD_ECONFIG;
+            }
             if ((rc = join_cluster(s)) != 0) {
                 return rc;
             }

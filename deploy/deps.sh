@@ -16,7 +16,8 @@ iproute2 iptables nftables arping faketime fiu-utils libfiu-dev
 libnetfilter-queue-dev libmnl-dev
 libldns-dev ldnsutils libldap-dev slapd ldap-utils nsd
 etcd-server etcd-client keepalived
-jq procps psmisc curl ca-certificates"
+jq procps psmisc curl ca-certificates
+debootstrap docker-compose"
 
 missing=""
 for p in $PKGS; do
