@@ -266,13 +266,22 @@ static void form(struct fx *f)
                                   NULL};
     check_rc(harness_init(h, N_PARENTS, flags), 0);
     assert_string_equal(h->extra[EXTRA_METRICS], flags[EXTRA_METRICS]);
+    int next = h->port + METRICS_OFFSET;
     for (int i = 0; i < N_PARENTS; i++) {
-        f->mport[i] = h->port + METRICS_OFFSET + i;
+        /* The block was free when the harness chose it; an outgoing
+         * connection may have taken a port of it since. */
+        while (!harness_port_free(next) && next < h->port + 199) {
+            next++;
+        }
+        f->mport[i] = next++;
         assert_true(harness_port_free(f->mport[i]));
         snprintf(f->mflag[i], sizeof f->mflag[i],
                  "metrics_address=127.0.0.1:%d", f->mport[i]);
     }
-    f->child_port = h->port + METRICS_OFFSET + 10;
+    while (!harness_port_free(next) && next < h->port + 199) {
+        next++;
+    }
+    f->child_port = next;
     assert_true(harness_port_free(f->child_port));
     snprintf(f->child_dir, sizeof f->child_dir, "%s/c1", h->base);
     snprintf(f->child_log, sizeof f->child_log, "%s/c1.log", h->base);
@@ -605,6 +614,9 @@ static void test_metrics_address_refused(void **state)
 
     /* A port in use: the start fails and says why. */
     int port = h->port + METRICS_OFFSET;
+    while (!harness_port_free(port) && port < h->port + 199) {
+        port++;
+    }
     assert_true(harness_port_free(port));
     struct sockaddr_in sa = {.sin_family = AF_INET,
                              .sin_port = htons((uint16_t)port),
