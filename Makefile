@@ -248,6 +248,7 @@ bench-store: ensure-deps
 bench: bench-store
 	$(Q)$(MAKE) --no-print-directory bench-cluster
 	$(Q)$(MAKE) --no-print-directory bench-children
+	$(Q)$(MAKE) --no-print-directory bench-failover
 
 .PHONY: bench-cluster
 bench-cluster: ensure-deps
@@ -262,6 +263,15 @@ bench-cluster: ensure-deps
 bench-children: ensure-deps
 	$(Q)$(MAKE) --no-print-directory $(BIN)/clusterd $(BIN)/bench_cluster $(BIN)/bench_children
 	$(Q)BUILD=$(BUILD) bash tests/bench/children.sh
+
+# bench-failover: requests through the VIP after kill -9 / SIGSTOP of its
+# holder, clusterd (default, fast) against keepalived (VRRPv2 advert_int 1,
+# VRRPv3 0.1) in network namespaces (tests/lab/bench-failover.sh; root;
+# about 8 minutes, FAILOVER_ROUNDS=3 for a quick look).
+.PHONY: bench-failover
+bench-failover: ensure-deps
+	$(Q)$(MAKE) --no-print-directory $(BIN)/clusterd $(BIN)/clusterctl $(TESTBIN)/vip_probe
+	$(Q)BUILD=$(BUILD) bash tests/lab/bench-failover.sh
 
 # --- style -------------------------------------------------------------
 STYLE_SRC = $(shell git ls-files '*.c' '*.h' 2>/dev/null || find lib storage proto cluster agents tests -name '*.[ch]')
