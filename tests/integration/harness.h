@@ -16,6 +16,7 @@
 #include <sys/types.h>
 
 #include "cluster/client.h"
+#include "lib/err.h"
 #include "storage/store.h"
 
 #define HARNESS_MAX_NODES 7
@@ -79,6 +80,19 @@ int harness_compare_stores(struct harness *h, char *why, size_t why_len);
 int harness_store_meta(struct harness *h, int i, struct store_meta *m);
 /* Does node i's log contain needle? */
 int harness_log_has(struct harness *h, int i, const char *needle);
+
+/* In a cmocka test (included after <cmocka.h>): fail unless expr returns
+ * want, naming both codes. */
+#ifdef fail_msg
+#define check_rc(expr, want)                                                  \
+    do {                                                                      \
+        int got_ = (expr);                                                    \
+        if (got_ != (want)) {                                                 \
+            fail_msg("%s: expected %s, got %s (%d)", #expr, cd_errname(want), \
+                     cd_errname(got_), got_);                                 \
+        }                                                                     \
+    } while (0)
+#endif
 
 /* Small shared pieces of the integration tests. */
 uint64_t harness_now_ms(void); /* CLOCK_MONOTONIC */

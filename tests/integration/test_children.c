@@ -43,15 +43,6 @@ static const char *const fast_flags[] = {"--profile", "fast",
                                          "--set",     "history_revisions=200",
                                          NULL};
 
-#define check_rc(expr, want)                                                  \
-    do {                                                                      \
-        int got_ = (expr);                                                    \
-        if (got_ != (want)) {                                                 \
-            fail_msg("%s: expected %s, got %s (%d)", #expr, cd_errname(want), \
-                     cd_errname(got_), got_);                                 \
-        }                                                                     \
-    } while (0)
-
 #define MAX_CHILDREN 4
 
 struct child

@@ -40,15 +40,6 @@
 #include "harness.h"
 #include "lib/err.h"
 
-#define check_rc(expr, want)                                                  \
-    do {                                                                      \
-        int got_ = (expr);                                                    \
-        if (got_ != (want)) {                                                 \
-            fail_msg("%s: expected %s, got %s (%d)", #expr, cd_errname(want), \
-                     cd_errname(got_), got_);                                 \
-        }                                                                     \
-    } while (0)
-
 #define N_PARENTS 3
 #define METRICS_OFFSET 150 /* from the harness's base port */
 #define EXTRA_METRICS 9    /* index of the metrics flag in the extras */
