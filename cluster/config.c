@@ -29,6 +29,7 @@ void config_defaults(struct cd_config *c)
     c->map_size = (size_t)1 << 30;
     c->log_level = LOG_LVL_INFO;
     c->vip_clock_drift_pct = 5;
+    c->election_stagger = 1;
 }
 
 static int bad(char *err, size_t errlen, const char *key, const char *why)
@@ -124,6 +125,11 @@ int config_set(struct cd_config *c,
     } else if (strcmp(key, "election_ms") == 0) {
         UINT(election_ms, 20, 60000);
         c->timing_set = 1;
+    } else if (strcmp(key, "election_stagger") == 0) {
+        if (strcmp(value, "yes") != 0 && strcmp(value, "no") != 0) {
+            return bad(err, errlen, key, "expected yes or no");
+        }
+        c->election_stagger = strcmp(value, "yes") == 0;
     } else if (strcmp(key, "snapshot_threshold") == 0) {
         UINT(snapshot_threshold, 16, 100000000);
     } else if (strcmp(key, "snapshot_trailing") == 0) {

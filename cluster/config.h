@@ -29,6 +29,7 @@ struct cd_config
     char profile[16];
     unsigned heartbeat_ms;
     unsigned election_ms;
+    int election_stagger; /* staggered follower timeouts (stagger.h) */
     unsigned snapshot_threshold;
     unsigned snapshot_trailing;
     unsigned history_revisions;  /* keep this many revisions of history */

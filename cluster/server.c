@@ -118,6 +118,20 @@ const char *server__leader_api(struct server *s)
     return s->leader_api;
 }
 
+const char *server__live_leader_api(struct server *s)
+{
+    const char *api = server__leader_api(s);
+    if (api != NULL && raft_state(&s->raft) == RAFT_FOLLOWER) {
+        /* libraft restarts a follower's election timer on every contact
+         * from the leader (raft.h, election_timer_start). */
+        raft_time silent = uv_now(s->loop) - s->raft.election_timer_start;
+        if (silent > 2 * (raft_time)s->cfg.heartbeat_ms) {
+            return NULL;
+        }
+    }
+    return api;
+}
+
 /* --- fatal errors -------------------------------------------------------- */
 
 static void fsm_fatal(void *arg, int err)
@@ -182,8 +196,12 @@ static void lead_transition(struct server *s)
 
 static void prepare_cb(uv_prepare_t *h)
 {
-    lead_transition(h->data);
-    server__vip_check(h->data);
+    struct server *s = h->data;
+    lead_transition(s);
+    server__vip_check(s);
+    if (s->raft_inited) {
+        stagger_apply(&s->stagger);
+    }
 }
 
 /*
@@ -527,6 +545,23 @@ static void snapshot_copy_done(uv_work_t *w, int status)
     }
 }
 
+static int start_staggered(struct raft_io *io,
+                           unsigned msecs,
+                           raft_io_tick_cb tick,
+                           raft_io_recv_cb recv)
+{
+    struct server *s = SERVER_OF_IO(io);
+    int rv = s->io_start(io, msecs, tick, recv);
+    if (rv == 0 && s->cfg.election_stagger) {
+        int e = stagger_start(&s->stagger, s->loop, tick);
+        if (e != 0) {
+            log_warn("server", "staggered election timeouts are off: %s",
+                     uv_strerror(e));
+        }
+    }
+    return rv;
+}
+
 static int snapshot_put_deferred(struct raft_io *io,
                                  unsigned trailing,
                                  struct raft_io_snapshot_put *req,
@@ -656,6 +691,8 @@ static int start_raft(struct server *s, int bootstrap)
     }
     s->io_snapshot_put = s->io.snapshot_put;
     s->io.snapshot_put = snapshot_put_deferred;
+    s->io_start = s->io.start;
+    s->io.start = start_staggered;
     s->fsm.deferred_snapshot = 1;
     rv = raft_init(&s->raft, &s->io, &s->fsm.raft_fsm, s->id, s->cfg.raft_addr);
     if (rv != 0) {
@@ -666,6 +703,8 @@ static int start_raft(struct server *s, int bootstrap)
     }
     s->raft_inited = 1;
     s->fsm.raft = &s->raft;
+    stagger_init(&s->stagger, &s->raft, &s->io, s->cfg.election_ms,
+                 s->cfg.heartbeat_ms);
     raft_set_heartbeat_timeout(&s->raft, s->cfg.heartbeat_ms);
     raft_set_election_timeout(&s->raft, s->cfg.election_ms);
     raft_set_pre_vote(&s->raft, true);
@@ -907,6 +946,9 @@ static void close_all(struct server *s)
     }
     s->handles_open++;
     uv_close((uv_handle_t *)&s->stop_timer, handle_closed_cb);
+    if (stagger_close(&s->stagger, handle_closed_cb, s)) {
+        s->handles_open++;
+    }
     if (s->raft_inited) {
         s->raft.data = s;
         raft_close(&s->raft, raft_closed_cb);

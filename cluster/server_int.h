@@ -15,6 +15,7 @@
 #include "config.h"
 #include "fsm.h"
 #include "server.h"
+#include "stagger.h"
 
 enum lead_state {
     LEAD_FOLLOWER, /* not the leader */
@@ -35,6 +36,7 @@ struct member_health
 };
 struct pending_write;
 struct read_batch;
+struct leaderless;
 struct child_seen;
 struct metrics;
 struct metrics_state;
@@ -77,6 +79,13 @@ struct server
                            raft_io_snapshot_put_cb cb);
     struct snapshot_job *snap_job;
     int close_deferred;
+    /* The uv backend's start, wrapped to add the staggered election
+     * timeouts' fine tick (stagger.h). */
+    int (*io_start)(struct raft_io *io,
+                    unsigned msecs,
+                    raft_io_tick_cb tick,
+                    raft_io_recv_cb recv);
+    struct stagger stagger;
 
     /* Leadership. */
     uv_prepare_t prepare;
@@ -103,6 +112,9 @@ struct server
     /* Linearizable reads waiting for this turn's barrier. */
     struct read_batch *reads;
     int watches_dirty;
+    /* Requests for the leader that arrived during an election (api.c). */
+    struct leaderless *leaderless;
+    size_t n_leaderless;
 
     /* Liveness of the other members, as the leader sees it. */
     struct member_health *health;
@@ -170,6 +182,10 @@ int server__raft_err(int rv);
 void server__member_key(char *buf, size_t len, uint64_t id);
 int server__member_api(struct server *s, uint64_t id, char *out, size_t len);
 const char *server__leader_api(struct server *s);
+/* The same, but NULL while the leader looks gone: this node is a follower
+ * that has not heard from it for more than two heartbeats (it may have
+ * died; an election may follow).  What requests wait on (api.c). */
+const char *server__live_leader_api(struct server *s);
 void server__maybe_stopped(struct server *s);
 
 /* api.c */
