@@ -162,15 +162,91 @@ static int conn_send(struct conn *c, struct cd_msg *m)
     return 0;
 }
 
-static void send_error(struct conn *c, uint64_t request_id, int code)
+static void send_error_now(struct conn *c,
+                           uint64_t request_id,
+                           int code,
+                           const char *leader)
 {
     struct cd_msg m;
-    const char *leader = NULL;
-    if (code == CD_ENOTLEADER) {
-        leader = server__leader_api(c->s);
-    }
     codec_error_msg(&m, request_id, code, leader);
     conn_send(c, &m);
+}
+
+/*
+ * A request for the leader that arrives while no live leader is known (an
+ * election is under way, or the leader has been silent for two heartbeats
+ * and may be dead) is not refused at once: it waits here, up to twice the
+ * election timeout, and its CD_ENOTLEADER goes out the moment a live
+ * leader is known, carrying that leader's address.  The client goes there
+ * at once, where an immediate "no leader" would have sent it into its
+ * backoff, which grows while the election lasts: failover time is then the
+ * election's, not the client's retry schedule.  Bounded: past
+ * LEADERLESS_MAX waiting requests the answer goes out at once, as before.
+ */
+#define LEADERLESS_MAX 4096
+
+struct leaderless
+{
+    struct conn *conn;
+    uint64_t request_id;
+    uint64_t deadline; /* loop time, ms */
+    struct leaderless *next;
+};
+
+static void send_error(struct conn *c, uint64_t request_id, int code)
+{
+    struct server *s = c->s;
+    const char *leader = NULL;
+    if (code == CD_ENOTLEADER) {
+        leader = server__live_leader_api(s);
+        if (leader == NULL && !s->stopping && !c->closing &&
+            s->n_leaderless < LEADERLESS_MAX) {
+            struct leaderless *w = malloc(sizeof *w);
+            if (w != NULL) {
+                w->conn = c;
+                w->request_id = request_id;
+                w->deadline =
+                    uv_now(s->loop) + 2 * (uint64_t)s->cfg.election_ms;
+                w->next = s->leaderless;
+                s->leaderless = w;
+                s->n_leaderless++;
+                c->refs++;
+                return;
+            }
+        }
+    }
+    send_error_now(c, request_id, code, leader);
+}
+
+/* Answer the waiting requests once a leader is known, their time is up,
+ * the server stops (all, when all is set) or their connection closed. */
+static void flush_leaderless(struct server *s, int all)
+{
+    if (s->leaderless == NULL) {
+        return;
+    }
+    const char *leader = server__live_leader_api(s);
+    uint64_t now = uv_now(s->loop);
+    struct leaderless **pp = &s->leaderless;
+    while (*pp != NULL) {
+        struct leaderless *w = *pp;
+        struct conn *c = w->conn;
+        if (!all && leader == NULL && now < w->deadline && !c->closing &&
+            !s->stopping) {
+            pp = &w->next;
+            continue;
+        }
+        uint64_t request_id = w->request_id;
+        *pp = w->next;
+        s->n_leaderless--;
+        free(w);
+        c->refs--;
+        if (!c->closing) {
+            send_error_now(c, request_id, CD_ENOTLEADER, leader);
+        } else if (c->refs == 0) {
+            conn_close(c);
+        }
+    }
 }
 
 static void send_ok(struct conn *c, uint64_t request_id)
@@ -1728,6 +1804,7 @@ static void check_cb(uv_check_t *h)
     flush_writes(s);
     flush_reads(s);
     flush_watches(s);
+    flush_leaderless(s, 0);
 }
 
 /* The voter target: /cluster/voters if set, else the configuration. */
@@ -2090,6 +2167,7 @@ void server__api_close(struct server *s)
     s->lead = LEAD_FOLLOWER;
     flush_writes(s);
     flush_reads(s);
+    flush_leaderless(s, 1);
     struct conn *c = s->conns;
     while (c != NULL) {
         struct conn *next = c->next;
