@@ -82,6 +82,12 @@ lab_stop() { # KEY [SIG]: signal by PID, SIGKILL after 10 s, reap, forget
     unset "LAB_PID[$key]"
 }
 
+lab_stop_all() { # SIG KEY...: signal them all at once, then stop each as lab_stop
+    local sig=$1 k; shift
+    for k in "$@"; do lab_signal "$k" CONT; lab_signal "$k" "$sig"; done
+    for k in "$@"; do lab_stop "$k" "$sig"; done
+}
+
 lab_reap() { # KEY: the process is gone (killed elsewhere): reap it, forget it
     local pid=${LAB_PID[$1]:-}
     [ -n "$pid" ] && { wait "$pid"; } 2>/dev/null

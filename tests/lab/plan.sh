@@ -42,10 +42,10 @@ lab_plan() { # SCENARIO SEED DURATION_MS
             }
         } else if (scen == "leader-isolated") {
             while (t < last - 1500) {
-                # Half the rounds first slow the leader's incoming packets
-                # (its followers' acknowledgements): it then learns late
-                # that it lost them, and only its lease makes it drop the
-                # VIP before a new leader can claim it.
+                # Half the rounds first slow the packets coming in to the
+                # leader (the acknowledgements of its followers): it then
+                # learns late that it lost them, and only its lease makes
+                # it drop the VIP before a new leader can claim it.
                 if (rand() < 0.5) { step(t, "slow-in leader " r(60, 110)); t += r(300, 800) }
                 step(t, "isolate leader " (rand() < 0.5 ? "peers" : "all"))
                 t += r(1000, 3000); step(t, "heal-net")

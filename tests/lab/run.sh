@@ -616,8 +616,10 @@ heal_all
 lab_wait_for 45 voters_ok || problem "no $NPARENTS reachable voters 45 s after healing"
 lab_wait_for 15 one_holder || problem "VIP holders after healing: '$(lab_vip_holders "$VIP" $PARENTS)'"
 lab_wait_for 15 vip_write_ok || problem "no write through the VIP after healing"
+say "converged"
 lab_in c "$TOOLS/lab_client" --endpoints "$VIP:$API_PORT" --timeout-ms 2000 \
     --final-read "$D/final.jsonl" >>"$D/client.log" 2>&1 || problem "final read failed"
+say "final read done"
 FINAL_REV=$(lab_in a "$BIN/clusterctl" --endpoints "$(all_api)" -o json status 2>/dev/null |
     jq -s 'map(.revision) | max')
 lab_wait_for 20 same_revision || problem "parents did not reach the same revision"
@@ -627,16 +629,19 @@ for k in k1 k2; do
         awk '/^revision/ {print \$2}')\" -ge ${FINAL_REV:-0} ]" ||
         problem "child $k did not reach revision $FINAL_REV"
 done
+say "stores at one revision"
 if lab_arping_one_mac c "$VIP"; then say "arping: one MAC answers for the VIP"; else
     problem "arping -d: two or no MACs answer for $VIP"; fi
 
 # Stop everything the run started (children, then parents, then monitors).
-for k in k1 k2; do lab_stop "mon-$k" TERM; [ "${CST[$k]:-}" = up ] && lab_stop "$k" TERM; done
-for n in $PARENTS; do
-    [ "${ST[$n]}" = up ] && { lab_stop "p$n" TERM; printf '%s stop %s\n' "$(lab_now_ms)" "$n" >>"$D/proc-timeline"; }
-done
-sleep 0.3
-for n in $PARENTS; do lab_stop "vipmon$n" TERM; done
+lab_stop_all TERM mon-k1 mon-k2 k1 k2
+keys=()
+for n in $PARENTS; do [ "${ST[$n]}" = up ] && keys+=("p$n"); done
+t=$(lab_now_ms)
+for n in $PARENTS; do echo "$t stop $n"; done >>"$D/proc-timeline"
+lab_stop_all TERM "${keys[@]}"
+sleep 0.2
+lab_stop_all TERM $(for n in $PARENTS; do echo "vipmon$n"; done)
 
 # Stores: the same revision and content on every parent, and on the children.
 declare -A DIG=()
