@@ -234,6 +234,19 @@ func TestAvailabilityFigures(t *testing.T) {
 	wantLine(t, out, "availability: FAIL")
 }
 
+func TestNothingServedFails(t *testing.T) {
+	f := newFiles(t)
+	h := f.write("h.jsonl", `{"process":0,"op":"get","key":"/k","call":0,"return":200,"status":"fail","error":"ECONNREFUSED"}
+{"process":0,"op":"put","key":"/k","value":"0-1","call":300,"return":400,"status":"info","error":"CD_ETIMEOUT"}
+`)
+	rc, out := check(t, "--history", h)
+	if rc != 1 {
+		t.Fatalf("exit %d, want 1", rc)
+	}
+	wantLine(t, out, "  no operation succeeded in the whole run")
+	wantLine(t, out, "availability: FAIL ok 0, fail 1, info 1")
+}
+
 func TestBadInputExits2(t *testing.T) {
 	f := newFiles(t)
 	cases := map[string]string{

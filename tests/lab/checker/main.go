@@ -18,7 +18,8 @@
 //	                 --child)
 //	availability     longest window without an ok operation; per event of
 //	                 --events, the time to the first ok operation started
-//	                 after it (fails only past --recovery-bound, if set)
+//	                 after it; fails when no operation succeeded at all, or
+//	                 past --recovery-bound (if set)
 //
 // Figures as "figure NAME VALUE UNIT" lines; last line "lab-checker: N
 // passed, M failed".  Exit status 0 when every check passed, 1 when one
@@ -156,10 +157,14 @@ func run(args []string, stdout, stderr io.Writer) int {
 	if final != nil {
 		finalNote = ", final read included"
 	}
+	slowest := ""
+	if lin.SlowestKey != "" {
+		slowest = fmt.Sprintf(" (slowest key %s: %.2f s)", lin.SlowestKey, lin.Slowest.Seconds())
+	}
 	r.verdict("linearizability", len(lin.Illegal) == 0 && len(lin.Unknown) == 0,
-		"%d keys, %d ops (%d unknown writes%s), %d illegal, %d timed out; %.2f s (slowest key %s: %.2f s)",
+		"%d keys, %d ops (%d unknown writes%s), %d illegal, %d timed out; %.2f s%s",
 		lin.Keys, lin.Ops, lin.Info, finalNote, len(lin.Illegal), len(lin.Unknown),
-		lin.Elapsed.Seconds(), lin.SlowestKey, lin.Slowest.Seconds())
+		lin.Elapsed.Seconds(), slowest)
 
 	// (b) final read
 	if final == nil {
@@ -209,9 +214,14 @@ func run(args []string, stdout, stderr io.Writer) int {
 
 	// (d) availability
 	a := CheckAvailability(ops, events)
-	slowest := map[string]time.Duration{}
+	recovery := map[string]time.Duration{}
 	never := map[string]bool{}
-	availOK := true
+	// A run in which nothing succeeded passes every safety check
+	// trivially: it shows nothing.
+	availOK := a.OK > 0
+	if a.OK == 0 {
+		r.detail("no operation succeeded in the whole run")
+	}
 	for _, rec := range a.Recoveries {
 		name := figureName(rec.Event.Name)
 		at := float64(rec.Event.T-a.Start) / 1e9
@@ -222,8 +232,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 			continue
 		}
 		r.detail("event %s at %+.3f s: first ok operation started after it returned %s ms later", rec.Event.Name, at, ms(rec.After))
-		if rec.After > slowest[name] {
-			slowest[name] = rec.After
+		if rec.After > recovery[name] {
+			recovery[name] = rec.After
 		}
 		if *recoveryBound > 0 && rec.After > *recoveryBound {
 			availOK = false
@@ -237,13 +247,13 @@ func run(args []string, stdout, stderr io.Writer) int {
 		"ok %d, fail %d, info %d over %.1f s; longest window without an ok op %s ms (from %+.3f s); %d events (%s)",
 		a.OK, a.Fail, a.Info, float64(a.End-a.Start)/1e9, ms(a.MaxGap), float64(a.MaxGapFrom-a.Start)/1e9, len(a.Recoveries), bound)
 	fmt.Fprintf(stdout, "figure lab_max_unavailable_ms %s ms\n", ms(a.MaxGap))
-	names := make([]string, 0, len(slowest))
-	for n := range slowest {
+	names := make([]string, 0, len(recovery))
+	for n := range recovery {
 		names = append(names, n)
 	}
 	sort.Strings(names)
 	for _, n := range names {
-		fmt.Fprintf(stdout, "figure lab_recovery_%s_max_ms %s ms\n", n, ms(slowest[n]))
+		fmt.Fprintf(stdout, "figure lab_recovery_%s_max_ms %s ms\n", n, ms(recovery[n]))
 	}
 
 	fmt.Fprintf(stdout, "lab-checker: %d passed, %d failed\n", r.passed, r.failed)
