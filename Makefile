@@ -10,6 +10,8 @@
 #   make format | format-check | lint
 #   make deps             install every Debian package used (root)
 #   make demo             the narrated tour
+#   make lab-checker      the fault lab's checker (Go; build/lab-checker)
+#   make checker-test     its unit tests (go test)
 #   V=1                   show the commands
 
 SHELL := /bin/bash
@@ -212,8 +214,26 @@ ensure-deps:
 
 # --- tests -------------------------------------------------------------
 check: ensure-deps
-	$(Q)$(MAKE) --no-print-directory all
+	$(Q)$(MAKE) --no-print-directory all $(if $(wildcard $(GO)),$(BUILD)/lab-checker)
 	$(Q)BUILD=$(BUILD) bash tests/run-tests.sh $(UNIT_BIN) $(UNIT_SCRIPTS) $(INTEG_BIN) $(INTEG_SCRIPTS)
+
+# --- the fault lab's checker (Go, tests/lab/checker) --------------------
+# Porcupine is pinned in its go.mod/go.sum and comes from the Go module
+# proxy; -mod=readonly: a build never edits them.  Without Go, make check
+# skips the checker's tests (they say so).
+GO ?= $(firstword $(shell command -v go 2>/dev/null) /usr/local/go/bin/go)
+GO_ENV := GOFLAGS='-mod=readonly -buildvcs=false'
+CHECKER_SRC := $(filter-out %_test.go,$(wildcard tests/lab/checker/*.go)) \
+               tests/lab/checker/go.mod tests/lab/checker/go.sum
+.PHONY: lab-checker checker-test
+lab-checker: $(BUILD)/lab-checker
+$(BUILD)/lab-checker: $(CHECKER_SRC)
+	$(call say,GO,$@)
+	$(Q)mkdir -p $(@D)
+	$(Q)cd tests/lab/checker && $(GO_ENV) $(GO) build -o $(abspath $@) .
+
+checker-test:
+	$(Q)cd tests/lab/checker && $(GO_ENV) $(GO) test ./...
 
 # --- fuzzing (clang libFuzzer, ASan + UBSan) ---------------------------
 FUZZ_SECONDS ?= 60
