@@ -15,6 +15,8 @@
  */
 #include <errno.h>
 #include <inttypes.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <openssl/evp.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -33,6 +35,7 @@
 #define SNAPSHOT_CHUNK ((size_t)1 << 20)
 #define TICK_MS 250
 #define CHILD_HEARTBEAT_MS 1000
+#define API_USER_TIMEOUT_MS 30000 /* TCP_USER_TIMEOUT of API connections */
 
 struct watch
 {
@@ -53,6 +56,7 @@ struct conn
     struct watch *watches;
     int refs; /* requests in flight that will answer on this conn */
     int closing;
+    int handle_closed;    /* tcp closed (conn_abort): free once refs is 0 */
     uint64_t last_active; /* loop time, ms */
     struct conn *prev, *next;
 };
@@ -1678,16 +1682,35 @@ static void dispatch(struct conn *c, struct cd_msg *msg)
 
 /* --- connections --------------------------------------------------------- */
 
-static void conn_freed(uv_handle_t *h)
+/* Free a closed connection once no request in flight refers to it. */
+static void conn_release(struct conn *c)
 {
-    struct conn *c = h->data;
+    if (c->refs > 0 || !c->handle_closed) {
+        return;
+    }
     struct server *s = c->s;
     codec_reader_free(&c->reader);
     free(c);
     server__maybe_stopped(s);
 }
 
-static void conn_close(struct conn *c)
+static void conn_freed(uv_handle_t *h)
+{
+    struct conn *c = h->data;
+    c->handle_closed = 1;
+    conn_release(c);
+}
+
+/*
+ * Close a connection.  Gracefully (conn_close): read no more, and close
+ * once the replies in flight are written.  At once (conn_abort): the
+ * socket is closed now, which cancels the writes libuv still holds; the
+ * memory stays until the requests in flight (a barrier, a proposal) have
+ * called back.  A reply can wait forever: a peer that no longer reads, or
+ * one whose packets now go to another host since the VIP this connection
+ * was accepted on moved there, never acknowledges what was sent.
+ */
+static void conn_close_now(struct conn *c, int abort)
 {
     struct server *s = c->s;
     if (!c->closing) {
@@ -1699,7 +1722,11 @@ static void conn_close(struct conn *c)
         }
         uv_read_stop((uv_stream_t *)&c->tcp);
     }
-    if (c->refs > 0 || uv_is_closing((uv_handle_t *)&c->tcp)) {
+    if (uv_is_closing((uv_handle_t *)&c->tcp)) {
+        conn_release(c); /* closed at once earlier: now maybe freed */
+        return;
+    }
+    if (c->refs > 0 && !abort) {
         return; /* the last request in flight calls us again */
     }
     if (c->prev != NULL) {
@@ -1713,6 +1740,32 @@ static void conn_close(struct conn *c)
     c->prev = c->next = NULL;
     s->n_conns--;
     uv_close((uv_handle_t *)&c->tcp, conn_freed);
+}
+
+static void conn_close(struct conn *c)
+{
+    conn_close_now(c, 0);
+}
+
+static void conn_abort(struct conn *c)
+{
+    conn_close_now(c, 1);
+}
+
+void server__api_drop_local(struct server *s, uint32_t addr)
+{
+    struct conn *c = s->conns;
+    while (c != NULL) {
+        struct conn *next = c->next;
+        struct sockaddr_storage ss;
+        int len = sizeof ss;
+        if (uv_tcp_getsockname(&c->tcp, (struct sockaddr *)&ss, &len) == 0 &&
+            ss.ss_family == AF_INET &&
+            ((struct sockaddr_in *)&ss)->sin_addr.s_addr == addr) {
+            conn_abort(c);
+        }
+        c = next;
+    }
 }
 
 static void alloc_cb(uv_handle_t *h, size_t suggested, uv_buf_t *buf)
@@ -1787,6 +1840,17 @@ static void accept_cb(uv_stream_t *server, int status)
         return;
     }
     uv_tcp_nodelay(&c->tcp, 1);
+    /* A peer that vanished (powered off, or a VIP that moved) must not
+     * hold a connection and its unsent replies for the quarter of an hour
+     * TCP would retransmit: probe an idle one, and give up on data
+     * unacknowledged for 30 s. */
+    uv_tcp_keepalive(&c->tcp, 1, 10);
+    uv_os_fd_t fd;
+    if (uv_fileno((uv_handle_t *)&c->tcp, &fd) == 0) {
+        unsigned user_timeout = API_USER_TIMEOUT_MS;
+        (void)setsockopt(fd, IPPROTO_TCP, TCP_USER_TIMEOUT, &user_timeout,
+                         sizeof user_timeout);
+    }
     codec_reader_init(&c->reader, s->cfg.max_frame);
     c->last_active = uv_now(s->loop);
     c->next = s->conns;
@@ -2171,7 +2235,7 @@ void server__api_close(struct server *s)
     struct conn *c = s->conns;
     while (c != NULL) {
         struct conn *next = c->next;
-        conn_close(c);
+        conn_abort(c);
         c = next;
     }
 }

@@ -190,6 +190,9 @@ void server__maybe_stopped(struct server *s);
 
 /* api.c */
 int server__api_start(struct server *s);
+/* Close at once every API connection accepted on local address addr
+ * (IPv4, network order): the VIP's, when this node gives it up. */
+void server__api_drop_local(struct server *s, uint32_t addr);
 void server__api_close(struct server *s);
 void server__on_ready(struct server *s);
 void server__on_lost(struct server *s);

@@ -81,6 +81,13 @@ static void release(struct server *s, const char *why)
     } else {
         log_info("vip", "released %s: %s", vip_name(s->vip), why);
     }
+    /* Connections accepted on the VIP are dead: their peers' packets go to
+     * the next holder now, and nothing sent on them would be acknowledged
+     * (a child's stream would hold its replies for as long as TCP tries). */
+    uint32_t addr;
+    if (vip_parse(s->cfg.vip, &addr, NULL) == 0) {
+        server__api_drop_local(s, addr);
+    }
 }
 
 void server__vip_release(struct server *s, const char *why)
