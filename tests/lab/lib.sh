@@ -68,8 +68,9 @@ lab_spawn() { # KEY NS LOGFILE CMD...: ip netns exec execs CMD, so $! is CMD's P
 lab_alive() { [ -n "${LAB_PID[$1]:-}" ] && kill -0 "${LAB_PID[$1]}" 2>/dev/null; }
 lab_signal() { [ -n "${LAB_PID[$1]:-}" ] && kill "-$2" "${LAB_PID[$1]}" 2>/dev/null; }
 
-lab_stop() { # KEY [SIG]: signal by PID, SIGKILL after 10 s, reap, forget
-    local key=$1 sig=${2:-TERM} pid=${LAB_PID[$1]:-} i
+lab_stop() { # KEY [SIG]: signal by PID, SIGKILL after 10 s, reap, forget;
+    # returns 1 when it took the SIGKILL
+    local key=$1 sig=${2:-TERM} pid=${LAB_PID[$1]:-} i rc=0
     [ -n "$pid" ] || return 0
     kill -CONT "$pid" 2>/dev/null
     kill "-$sig" "$pid" 2>/dev/null
@@ -77,15 +78,17 @@ lab_stop() { # KEY [SIG]: signal by PID, SIGKILL after 10 s, reap, forget
         kill -0 "$pid" 2>/dev/null || break
         sleep 0.1
     done
-    kill -0 "$pid" 2>/dev/null && kill -9 "$pid" 2>/dev/null
+    kill -0 "$pid" 2>/dev/null && { kill -9 "$pid" 2>/dev/null; rc=1; }
     { wait "$pid"; } 2>/dev/null
     unset "LAB_PID[$key]"
+    return $rc
 }
 
-lab_stop_all() { # SIG KEY...: signal them all at once, then stop each as lab_stop
+lab_stop_all() { # SIG KEY...: signal them all at once, then stop each as
+    # lab_stop; prints the keys that needed SIGKILL
     local sig=$1 k; shift
     for k in "$@"; do lab_signal "$k" CONT; lab_signal "$k" "$sig"; done
-    for k in "$@"; do lab_stop "$k" "$sig"; done
+    for k in "$@"; do lab_stop "$k" "$sig" || echo "$k"; done
 }
 
 lab_reap() { # KEY: the process is gone (killed elsewhere): reap it, forget it
@@ -162,7 +165,7 @@ lab_vip_clear() { # VIP PREFIXLEN NODE...: remove any copy left behind
     return 0
 }
 lab_arping_one_mac() { # NS VIP: exit 0 when exactly one MAC answers
-    lab_in "$1" arping -q -d -i eth0 -c 2 -w 3 "$2" >/dev/null 2>&1
+    lab_in "$1" arping -q -d -i eth0 -c 2 -W 0.3 -w 2 "$2" >/dev/null 2>&1
 }
 
 # --- numbers ---------------------------------------------------------------

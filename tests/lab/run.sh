@@ -52,7 +52,7 @@ if [ "$(id -u)" != 0 ]; then
     exit 2
 fi
 for f in "$BIN/clusterd" "$BIN/clusterctl" "$BIN/clusterd-child" "$BIN/clusterd-store" \
-    "$TOOLS/lab_client" "$TOOLS/lab_now" "$TOOLS/nfq_delay" "$TOOLS/lostwrites" \
+    "$TOOLS/lab_client" "$TOOLS/nfq_delay" "$TOOLS/lostwrites" \
     "$TOOLS/liblostwrites.so" "$TOOLS/vip_probe" "$CHECKER"; do
     [ -x "$f" ] || [ -f "$f" ] || {
         echo "RESULT $SCEN $SEED fail 0 missing $f (make lab builds it)"
@@ -100,8 +100,9 @@ NEMESIS_EVENTS=$D/events.jsonl
 addr() { lab_addr "$1"; }
 api() { echo "$(addr "$1"):$API_PORT"; }
 all_api() { local n s=""; for n in $PARENTS; do s+="${s:+,}$(api "$n")"; done; echo "$s"; }
-now_ns() { "$TOOLS/lab_now"; }
-event() { # KIND TARGET [DETAIL]: the nemesis log (monotonic ns, wall ms)
+now_ns() { "$TOOLS/lab_client" --now; }
+event() { # KIND TARGET [DETAIL]: the nemesis log (monotonic ns, wall ms), written
+    # once the fault has taken effect (the checker times recovery from it)
     printf '{"t":%s,"wall_ms":%s,"event":"%s","node":"%s","detail":"%s"}\n' \
         "$(now_ns)" "$(lab_now_ms)" "$1" "$2" "${3:-}" >>"$NEMESIS_EVENTS"
     say "nemesis: $1 ${2} ${3:-}"
@@ -205,7 +206,8 @@ start_child() { # NAME [--token T]
 start_monitor() { # CHILD: sample the child's cache revision (local reads)
     local k=$1
     CHILD_GEN=$((CHILD_GEN + 1))
-    lab_spawn "mon-$k" "$k" "$D/mon-$k.log" "$TOOLS/lab_client" --child-monitor "$D/$k" \
+    lab_wait_for 20 child_following "$k" || problem "child $k does not follow"
+    lab_spawn "mon-$k" "$k" "$D/mon-$k.log" "$TOOLS/lab_client" --child-monitor "$D/$k/cache.mdb" \
         --out "$D/child-$k-$CHILD_GEN.jsonl" --duration-s $((DURATION + 120))
 }
 child_following() { # CHILD
@@ -249,8 +251,8 @@ do_step() { # ACTION ARGS...
     kill)
         n=$(target "$1")
         [ -n "$n" ] || { say "nemesis: kill $1: no target"; return; }
-        event kill "$n" "$1"
-        kill_parent "$n" KILL; ST[$n]=killed ;;
+        kill_parent "$n" KILL; ST[$n]=killed
+        event kill "$n" "$1" ;;
     restart-killed)
         for n in $PARENTS; do
             if [ "${ST[$n]}" = killed ]; then event restart "$n"; start_parent "$n"; fi
@@ -258,9 +260,9 @@ do_step() { # ACTION ARGS...
     pause)
         n=$(target "$1")
         [ -n "$n" ] || return
-        event pause "$n" "$1"
         kill_parent "$n" STOP; ST[$n]=paused
-        printf '%s stop %s\n' "$(lab_now_ms)" "$n" >>"$D/proc-timeline" ;;
+        printf '%s stop %s\n' "$(lab_now_ms)" "$n" >>"$D/proc-timeline"
+        event pause "$n" "$1" ;;
     resume-all)
         for n in $PARENTS; do
             if [ "${ST[$n]}" = paused ]; then
@@ -271,13 +273,13 @@ do_step() { # ACTION ARGS...
     isolate)
         n=$(target "$1")
         [ -n "$n" ] || return
-        event isolate "$n" "$1 $2"
         if [ "$2" = all ]; then
             lab_in "$n" iptables -w -A INPUT -i eth0 -j DROP
             lab_in "$n" iptables -w -A OUTPUT -o eth0 -j DROP
         else
             for m in $PARENTS; do [ "$m" != "$n" ] && drop_between "$n" "$m"; done
-        fi ;;
+        fi
+        event isolate "$n" "$1 $2" ;;
     halves) # a seeded split, the smaller half first
         local order=() half
         mapfile -t order < <(shuffled "$1" $PARENTS)
@@ -383,11 +385,11 @@ do_step() { # ACTION ARGS...
         "$TOOLS/lostwrites" rollback "$D/p$n" >>"$LOG" 2>&1 || problem "lostwrites rollback failed on $n"
         start_parent "$n" ;;
     power-loss) # every parent at once
-        event power-loss all
         for n in $PARENTS; do
             [ "${ST[$n]}" = up ] || [ "${ST[$n]}" = paused ] || continue
             kill_parent "$n" KILL; ST[$n]=killed
         done
+        event power-loss all
         for n in $PARENTS; do
             "$TOOLS/lostwrites" rollback "$D/p$n" >>"$LOG" 2>&1 || problem "lostwrites rollback failed on $n"
         done ;;
@@ -598,7 +600,6 @@ lab_wait_for 40 voters_ok || setup_fail "no $NPARENTS reachable voters"
 lab_wait_for 15 one_holder || setup_fail "no VIP holder"
 lab_wait_for 15 vip_write_ok || setup_fail "no write through the VIP"
 start_child k1 --token "$(new_token)"
-lab_wait_for 20 child_following k1 || setup_fail "child k1 does not follow"
 start_monitor k1
 say "formed in $((SECONDS - T_START)) s"
 
@@ -634,14 +635,15 @@ if lab_arping_one_mac c "$VIP"; then say "arping: one MAC answers for the VIP"; 
     problem "arping -d: two or no MACs answer for $VIP"; fi
 
 # Stop everything the run started (children, then parents, then monitors).
-lab_stop_all TERM mon-k1 mon-k2 k1 k2
+hung=$(lab_stop_all TERM mon-k1 mon-k2 k1 k2)
 keys=()
 for n in $PARENTS; do [ "${ST[$n]}" = up ] && keys+=("p$n"); done
 t=$(lab_now_ms)
 for n in $PARENTS; do echo "$t stop $n"; done >>"$D/proc-timeline"
-lab_stop_all TERM "${keys[@]}"
+hung+=" $(lab_stop_all TERM "${keys[@]}")"
+[ -z "${hung// /}" ] || problem "still running 10 s after SIGTERM (killed): $hung"
 sleep 0.2
-lab_stop_all TERM $(for n in $PARENTS; do echo "vipmon$n"; done)
+lab_stop_all TERM $(for n in $PARENTS; do echo "vipmon$n"; done) >/dev/null
 
 # Stores: the same revision and content on every parent, and on the children.
 declare -A DIG=()
@@ -676,7 +678,7 @@ CORES=$(find "$D" -name 'core*' -type f 2>/dev/null | head -3)
 mkdir -p "$D/checker"
 "$CHECKER" --history "$D/history.jsonl" --final "$D/final.jsonl" --events "$NEMESIS_EVENTS" \
     $(for f in "$D"/child-*.jsonl; do [ -f "$f" ] && printf -- '--child %s ' "$f"; done) \
-    --html "$D/checker" >"$D/checker.out" 2>&1
+    --html "$D/checker" --recovery-bound "${LAB_RECOVERY_BOUND:-15s}" >"$D/checker.out" 2>&1
 rc=$?
 cat "$D/checker.out" >>"$LOG"
 [ "$rc" = 0 ] || problem "checker: $(grep -v '^figure' "$D/checker.out" | grep -i -E 'fail|violat|lost|error' | head -3 | tr '\n' ';')"
