@@ -293,6 +293,26 @@ bench-failover: ensure-deps
 	$(Q)$(MAKE) --no-print-directory $(BIN)/clusterd $(BIN)/clusterctl $(TESTBIN)/vip_probe
 	$(Q)BUILD=$(BUILD) bash tests/lab/bench-failover.sh
 
+# --- the fault lab (tests/lab, docs/lab.md; root: network namespaces) --
+# lab: the standard suite, every scenario under 3 seeds (SEED=N for one,
+# LAB_ONLY="a b" for some), at most 10 minutes.  lab-extended: 5 parents,
+# more scenarios, a sanitizer build of clusterd, both profiles (about an
+# hour).  lab-controls: negative controls the checks must catch.
+LAB_TIMEOUT ?= 660
+.PHONY: lab lab-extended lab-controls
+lab: ensure-deps
+	$(Q)$(MAKE) --no-print-directory all lab-checker
+	$(Q)BUILD=$(BUILD) timeout -k 30 $(LAB_TIMEOUT) bash tests/lab/suite.sh standard
+
+lab-extended: ensure-deps
+	$(Q)$(MAKE) --no-print-directory all lab-checker
+	$(Q)$(MAKE) --no-print-directory SANITIZE=address,undefined all
+	$(Q)BUILD=$(BUILD) LAB_SAN=build/san timeout -k 30 4800 bash tests/lab/suite.sh extended
+
+lab-controls: ensure-deps
+	$(Q)$(MAKE) --no-print-directory all lab-checker
+	$(Q)BUILD=$(BUILD) timeout -k 30 900 bash tests/lab/suite.sh controls
+
 # --- style -------------------------------------------------------------
 STYLE_SRC = $(shell git ls-files '*.c' '*.h' 2>/dev/null || find lib storage proto cluster agents tests -name '*.[ch]')
 
