@@ -195,6 +195,9 @@ $(TESTBIN)/%: tests/tools/%.c $(CORE_LIBS)
 	$(Q)mkdir -p $(@D)
 	$(Q)$(CC) $(ALL_CFLAGS) -MMD -MP $< -o $@ $(ALL_LDFLAGS) $(CORE_LIBS) $(LIBS)
 
+# The NFQUEUE delayer alone links libnetfilter_queue.
+$(TESTBIN)/nfq_delay: LIBS += $(shell pkg-config --libs libnetfilter_queue 2>/dev/null)
+
 $(BIN)/%: tests/bench/%.c $(CORE_LIBS)
 	$(call say,CCLD,$@)
 	$(Q)mkdir -p $(@D)
