@@ -1855,13 +1855,14 @@ static void ns_undo(const char *root,
     t->names++;
     switch (x->type) {
         case LW_NS_CREATE:
-            if (!same_ino(p1, x->ino)) {
-                ok = 0;
-            } else if (apply) {
-                ok = ((x->flags & LW_F_DIR) ? rm_rf(p1) : unlink(p1)) == 0;
-            }
+            /* status only lists: the names are checked as they are undone,
+             * after every later change was. */
             if (!apply) {
                 printf("  undo create %s\n", x->p1);
+            } else if (!same_ino(p1, x->ino)) {
+                ok = 0;
+            } else {
+                ok = ((x->flags & LW_F_DIR) ? rm_rf(p1) : unlink(p1)) == 0;
             }
             break;
         case LW_NS_UNLINK:
@@ -2014,6 +2015,7 @@ static int run(const char *cmd, const char *dir)
                 for (size_t k = 0; k < f->n; k++) {
                     pending += f->r[k].len;
                 }
+                t.bytes += pending;
                 printf("  %s: durable size %llu, %llu bytes not durable\n",
                        p + strlen(root) + 1, (unsigned long long)f->dsize,
                        (unsigned long long)pending);
