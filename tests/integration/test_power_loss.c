@@ -180,8 +180,8 @@ static void check_stores(struct harness *h)
     if (harness_compare_stores(h, why, sizeof why) != 0) {
         fail_msg("stores differ: %s", why);
     }
-    snprintf(store_tool, sizeof store_tool, "%s", h->bin);
-    strcpy(strrchr(store_tool, '/'), "/clusterd-store");
+    /* build/bin/clusterd -> build/bin/clusterd-store */
+    snprintf(store_tool, sizeof store_tool, "%s-store", h->bin);
     snprintf(log, sizeof log, "%s/check.log", h->base);
     for (int i = 0; i < h->n; i++) {
         char db[200];
