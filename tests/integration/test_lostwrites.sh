@@ -152,8 +152,9 @@ fi
 # --- the store (LMDB) --------------------------------------------------------------
 # store_case MODE [VAR=VALUE...]: a store holding /pre, then a writer under
 # the shim, killed after 300 acknowledged commits.  Sets ACKED (the last
-# acknowledged number), MISSING (acknowledged keys absent) and CHECK (the
-# exit status of clusterd-store check).
+# acknowledged number), MISSING (acknowledged keys absent), CHECK (the
+# exit status of clusterd-store check) and LOG_BYTES (the undo log's size
+# at the kill).
 store_case() {
     local mode=$1
     shift
@@ -162,6 +163,7 @@ store_case() {
     "$STORE" -d "$DIR/s/state.mdb" put /pre x >/dev/null || fail "store: put /pre"
     LINES_WANTED=300 run "$DIR/s" "$DIR/store-$mode.out" "$@" -- \
         store "$DIR/s/state.mdb" "$mode" 1000000
+    LOG_BYTES=$(stat -c %s "$DIR/s.lostwrites/undo.log" 2>/dev/null || echo 0)
     rollback "$DIR/s"
     ACKED=$(grep '^ack' "$DIR/store-$mode.out" | tail -1 | cut -d' ' -f2)
     "$STORE" -d "$DIR/s/state.mdb" check >"$DIR/check-$mode.log" 2>&1
@@ -179,6 +181,21 @@ if [ "$MISSING" = 0 ] && [ "$CHECK" = 0 ] && [ "$PRE" = x ]; then
     ok "store, default flags: all $((ACKED + 1)) acknowledged commits kept, check passes"
 else
     fail "store, default flags: $MISSING of $((ACKED + 1)) acknowledged commits lost, check $CHECK ($(head -3 "$DIR/check-each.log"))"
+fi
+# The same with the log rewritten many times (a 64 KiB limit instead of 32
+# MiB): the rewritten log undoes the same.
+store_case each LOSTWRITES_LOG_LIMIT=65536
+if [ "$MISSING" = 0 ] && [ "$CHECK" = 0 ] && [ "$PRE" = x ] &&
+    [ "$LOG_BYTES" -lt 200000 ] && [ "$LOG_BYTES" -gt 0 ]; then
+    ok "store, default flags, log compacted ($LOG_BYTES bytes at the kill): all $((ACKED + 1)) kept"
+else
+    fail "store, compacted log: $MISSING of $((ACKED + 1)) lost, check $CHECK, log $LOG_BYTES bytes"
+fi
+store_case none LOSTWRITES_LOG_LIMIT=65536
+if [ "$MISSING" = "$((ACKED + 1))" ] && [ "$PRE" = x ]; then
+    ok "store, MDB_NOSYNC, log compacted: all $MISSING acknowledged commits lost, /pre kept"
+else
+    fail "store, MDB_NOSYNC, compacted log: lost $MISSING of $((ACKED + 1)); /pre: '$PRE'"
 fi
 store_case deferred
 if [ "$CHECK" = 0 ] && [ "$PRE" = x ] &&

@@ -76,6 +76,9 @@ static void start(struct harness *h, int i, enum hstart how, enum shim shim)
     if (shim != NO_SHIM) {
         setenv("LD_PRELOAD", so, 1);
         setenv("LOSTWRITES_DIR", h->node[i].dir, 1);
+        /* The default name model, whatever the caller's environment says
+         * (LOSTWRITES_DIRS=posix: see the finding in docs/lab.md). */
+        setenv("LOSTWRITES_DIRS", "journal", 1);
         if (shim == SHIM_NOSYNC) {
             setenv("LOSTWRITES_NOSYNC", "1", 1);
         }
@@ -84,6 +87,7 @@ static void start(struct harness *h, int i, enum hstart how, enum shim shim)
     unsetenv("LD_PRELOAD");
     unsetenv("LOSTWRITES_DIR");
     unsetenv("LOSTWRITES_NOSYNC");
+    unsetenv("LOSTWRITES_DIRS");
     check_rc(rc, 0);
 }
 

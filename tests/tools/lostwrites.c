@@ -29,6 +29,9 @@
  * An unlinked or replaced file is kept as a hard link in DIR.lostwrites/
  * until its removal is durable, so that a rollback can bring it back.
  *
+ * The log is rewritten with only what is still not durable once it is
+ * larger than LOSTWRITES_LOG_LIMIT bytes (default 32 MiB) and mostly dead.
+ *
  * LOSTWRITES_NOSYNC=1 is the negative control: fsync, fdatasync, syncfs,
  * sync, sync_file_range, O_SYNC/O_DSYNC and RWF_SYNC/RWF_DSYNC are
  * swallowed (not performed, not counted), so a rollback undoes everything
@@ -518,6 +521,7 @@ static struct
     char state[PATH_MAX + 16];
     int logfd, lockfd;
     uint64_t logsize;
+    uint64_t log_limit; /* compact past this size (LOSTWRITES_LOG_LIMIT) */
     struct lw_model m;
     struct lw_aio *aio;
     size_t naio, capaio;
@@ -609,8 +613,10 @@ static void emit(uint16_t type,
     struct lw_hdr h = {LW_MAGIC, type, flags, ino, a, b, c, len};
     log_append(&h, payload);
     model_apply(&g.m, &h, payload);
-    if (g.logsize > ((uint64_t)32 << 20) &&
-        g.logsize > 4 * g.m.live + ((uint64_t)1 << 20)) {
+    /* Most of a long log is dead (pre-images of writes synced since):
+     * rewrite it once it is both large and mostly dead. */
+    if (g.logsize > g.log_limit &&
+        g.logsize > 4 * g.m.live + g.log_limit / 32) {
         log_compact();
     }
 }
@@ -1684,6 +1690,7 @@ __attribute__((constructor)) static void lw_init(void)
     const char *dir = getenv("LOSTWRITES_DIR");
     const char *dirs = getenv("LOSTWRITES_DIRS");
     const char *nosync = getenv("LOSTWRITES_NOSYNC");
+    const char *limit = getenv("LOSTWRITES_LOG_LIMIT");
     char path[PATH_MAX + 32];
     struct stat st;
 
@@ -1702,6 +1709,10 @@ __attribute__((constructor)) static void lw_init(void)
     g.dev = st.st_dev;
     g.nosync = nosync != NULL && strcmp(nosync, "1") == 0;
     g.posix_dirs = dirs != NULL && strcmp(dirs, "posix") == 0;
+    g.log_limit = (uint64_t)32 << 20;
+    if (limit != NULL && limit[0] != '\0') {
+        g.log_limit = strtoull(limit, NULL, 10);
+    }
     if (dirs != NULL && !g.posix_dirs && strcmp(dirs, "journal") != 0) {
         fprintf(stderr, "lostwrites: LOSTWRITES_DIRS=%s: posix or journal\n",
                 dirs);
