@@ -28,6 +28,7 @@ STORE=$BUILD/bin/clusterd-store
 DIR=$(mktemp -d /tmp/cd-lostwrites-XXXXXX)
 WPID=
 FAILS=0
+CASE=0
 
 cleanup() {
     if [ -n "$WPID" ]; then
@@ -97,7 +98,8 @@ plain_case() { # WANT NAME [VAR=VALUE...] -- ARGS...
     local want=$1 name=$2
     shift 2
     cp "$DIR/orig" "$DIR/p/f"
-    run "$DIR/p" "$DIR/$name.out" "$@"
+    CASE=$((CASE + 1))
+    run "$DIR/p" "$DIR/plain$CASE.out" "$@"
     rollback "$DIR/p"
     if same "$DIR/p/f" "$want"; then
         ok "plain: $name"
