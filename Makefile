@@ -97,7 +97,7 @@ PROGRAMS := $(BIN)/clusterd $(BIN)/clusterd-store $(BIN)/clusterd-read \
 
 all: raft-version $(LIBDIR)/libcdcore.a $(LIBDIR)/libclusterd.a \
      $(LIBDIR)/libclusterd.so $(PROGRAMS) $(UNIT_BIN) $(INTEG_BIN) \
-     $(TOOL_BIN) $(BENCH_BIN)
+     $(TOOL_BIN) $(TESTBIN)/liblostwrites.so $(BENCH_BIN)
 
 # Fail early and clearly when Debian's own libraft 0.15 is what would link.
 raft-version: $(BUILD)/raft-version.ok
@@ -196,6 +196,17 @@ $(TESTBIN)/%: tests/tools/%.c $(CORE_LIBS)
 	$(call say,CCLD,$@)
 	$(Q)mkdir -p $(@D)
 	$(Q)$(CC) $(ALL_CFLAGS) -MMD -MP $< -o $@ $(ALL_LDFLAGS) $(CORE_LIBS) $(LIBS)
+
+# The power-loss shim: the source of the lostwrites command, built as an
+# object for LD_PRELOAD (never with sanitizers: it loads into any program).
+$(TESTBIN)/liblostwrites.so: tests/tools/lostwrites.c
+	$(call say,LD,$@)
+	$(Q)mkdir -p $(@D)
+	$(Q)$(CC) -std=gnu11 $(WARN) $(if $(filter 1,$(WERROR)),-Werror) -D_GNU_SOURCE \
+	  -DLW_SHIM -fPIC -shared $(CFLAGS) $< -o $@ -ldl -lpthread
+
+# The NFQUEUE delayer alone links libnetfilter_queue.
+$(TESTBIN)/nfq_delay: LIBS += $(shell pkg-config --libs libnetfilter_queue 2>/dev/null)
 
 $(BIN)/%: tests/bench/%.c $(CORE_LIBS)
 	$(call say,CCLD,$@)
