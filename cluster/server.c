@@ -36,6 +36,7 @@
 #include <unistd.h>
 
 #include "../lib/err.h"
+#include "../lib/fdio.h"
 #include "../lib/log.h"
 #include "client.h"
 #include "metrics.h"
@@ -278,7 +279,7 @@ static int write_identity(struct server *s)
     if (rename(tmp, path) != 0) {
         return -errno;
     }
-    return 0;
+    return fd_sync_dir(s->cfg.data_dir);
 }
 
 static int lock_data_dir(struct server *s)
@@ -874,6 +875,13 @@ int server_start(struct server *s)
     }
     if ((rc = check_raft_address(s)) != 0 ||
         (rc = start_raft(s, bootstrap)) != 0) {
+        return rc;
+    }
+    /* The names of what this start created (LOCK, state.mdb, raft/) must
+     * survive a power loss too; libraft syncs only inside raft/. */
+    if ((rc = fd_sync_dir(s->cfg.data_dir)) != 0) {
+        log_error("server", "cannot sync %s: %s", s->cfg.data_dir,
+                  strerror(-rc));
         return rc;
     }
     uv_prepare_init(s->loop, &s->prepare);

@@ -17,4 +17,10 @@ int fd_write_all(int fd, const void *buf, size_t len);
  * read, or -errno of read(2). */
 ssize_t fd_read_full(int fd, void *buf, size_t len);
 
+/* Make the names in directory path durable (created, renamed or removed
+ * entries): fsync of the directory itself, which POSIX requires and ext4
+ * or XFS only imply when something else on the file system syncs.  0, or
+ * -errno of open(2) or fsync(2). */
+int fd_sync_dir(const char *path);
+
 #endif

@@ -75,7 +75,7 @@ lab_plan() { # SCENARIO SEED DURATION_MS
             t += r(1500, 2500); step(t, "fiu-off")
             t += r(300, 800); step(t, "restart-killed")
             t += r(1500, 2500); step(t, "fill-disk follower")
-            t += r(1500, 2500); step(t, "unfill-disk")
+            t += r(3000, 4000); step(t, "unfill-disk")
             t += r(300, 800); step(t, "restart-killed")
             t += r(1500, 2500); step(t, "lose-unsynced follower")
             t += r(1000, 2000); step(t, "lose-unsynced leader")

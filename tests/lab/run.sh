@@ -115,12 +115,13 @@ parent_env() { # N: the environment its next start gets
     *lost*)
         pre+=("$TOOLS/liblostwrites.so")
         echo "LOSTWRITES_DIR=$D/p$n"
+        echo "LOSTWRITES_DIRS=posix"
         [ "$CONTROL" = nosync ] && echo "LOSTWRITES_NOSYNC=1"
         ;;
     esac
     case ${PRELOAD[$n]:-} in
     *fiu*)
-        pre+=(/usr/lib/x86_64-linux-gnu/fiu/fiu_run_preload.so /usr/lib/x86_64-linux-gnu/fiu/fiu_posix_preload.so)
+        pre+=(/usr/lib/fiu/fiu_run_preload.so /usr/lib/fiu/fiu_posix_preload.so)
         echo "FIU_CTRL_FIFO=$D/fiu-p$n"
         echo "FIU_ENABLE="
         ;;
@@ -129,7 +130,12 @@ parent_env() { # N: the environment its next start gets
         pre+=(/usr/lib/x86_64-linux-gnu/faketime/libfaketimeMT.so.1)
         echo "${CLOCK[$n]}" | tr ' ' '\n' | sed 's/_/ /g'
     fi
-    [ ${#pre[@]} -gt 0 ] && echo "LD_PRELOAD=${pre[*]}"
+    if [ ${#pre[@]} -gt 0 ]; then
+        echo "LD_PRELOAD=${pre[*]}"
+        # An ASan build refuses to run after other preloads otherwise.
+        [ -n "${LAB_SAN:-}" ] && echo "ASAN_OPTIONS=verify_asan_link_order=0"
+    fi
+    return 0
 }
 
 start_parent() { # N
