@@ -362,13 +362,14 @@ do_step() { # ACTION ARGS...
         event fiu-eio "$n" "$1"
         FAULT_DISK=1
         fiu-ctrl -f "$D/fiu-p$n" -c "enable name=posix/io/sync/*,failinfo=5" "${LAB_PID[p$n]}" 2>>"$LOG" ||
-            say "fiu-ctrl failed for $n" ;;
+            say "fiu-ctrl failed for $n"
+        FIU_ON=$n ;;
     fiu-off)
-        for n in $PARENTS; do
-            [ "${ST[$n]}" = up ] && lab_alive "p$n" &&
-                fiu-ctrl -f "$D/fiu-p$n" -c "disable name=posix/io/sync/*" "${LAB_PID[p$n]}" 2>/dev/null
-        done
-        event fiu-off all
+        n=${FIU_ON:-}
+        [ -n "$n" ] && [ "${ST[$n]}" = up ] && lab_alive "p$n" &&
+            fiu-ctrl -f "$D/fiu-p$n" -c "disable name=posix/io/sync/*" "${LAB_PID[p$n]}" 2>/dev/null
+        FIU_ON=
+        event fiu-off "${n:-none}"
         reap_exited ;;
     fill-disk) # fill the tmpfs under a parent's data dir
         n=$(target "$1")
@@ -469,9 +470,8 @@ heal_all() {
     for n in $PARENTS; do
         if [ "${ST[$n]}" = paused ]; then kill_parent "$n" CONT; ST[$n]=up
             printf '%s start %s\n' "$(lab_now_ms)" "$n" >>"$D/proc-timeline"; fi
-        [ "${ST[$n]}" = up ] && [ "${PRELOAD[$n]:-}" = fiu ] && lab_alive "p$n" &&
-            fiu-ctrl -f "$D/fiu-p$n" -c "disable name=posix/io/sync/*" "${LAB_PID[p$n]}" 2>/dev/null
     done
+    [ -n "${FIU_ON:-}" ] && do_step fiu-off
     reap_exited
     for n in $PARENTS; do
         [ "${ST[$n]}" = killed ] && start_parent "$n"
