@@ -361,7 +361,10 @@ static void flush_writes(struct server *s)
 {
     /* A new leader holds writes until its barrier is applied (a few ms)
      * rather than refusing them: clients would back off for longer. */
-    if (s->n_writes == 0 || s->lead == LEAD_LEADING) {
+    /* A leader handing over holds them too (server__transfer): the
+     * next leader takes them, or this one once the transfer failed. */
+    if (s->n_writes == 0 || s->lead == LEAD_LEADING ||
+        (s->lead == LEAD_READY && server__quiescing(s))) {
         return;
     }
     size_t n = s->n_writes;
@@ -584,7 +587,8 @@ static void barrier_cb(struct raft_barrier *req, int status)
 static void flush_reads(struct server *s)
 {
     struct read_batch *b = s->reads;
-    if (b == NULL || s->lead == LEAD_LEADING) {
+    if (b == NULL || s->lead == LEAD_LEADING ||
+        (s->lead == LEAD_READY && server__quiescing(s))) {
         return;
     }
     s->reads = NULL;
@@ -1273,7 +1277,7 @@ static void leave_by_transfer(struct conn *c, const struct cd_msg *req)
     l->request_id = req->request_id;
     l->req.data = l;
     server__vip_release(s, "handing leadership over");
-    int rv = raft_transfer(&s->raft, &l->req, 0, leave_transfer_cb);
+    int rv = server__transfer(s, &l->req, 0, leave_transfer_cb);
     if (rv != 0) {
         free(l);
         send_error(c, req->request_id, server__raft_err(rv));
@@ -1408,7 +1412,7 @@ static void leader_transfer(struct conn *c, struct cd_msg *req)
     t->to = req->u.transfer.to;
     t->req.data = t;
     server__vip_release(s, "handing leadership over");
-    int rv = raft_transfer(&s->raft, &t->req, t->to, transfer_cb);
+    int rv = server__transfer(s, &t->req, t->to, transfer_cb);
     if (rv != 0) {
         free(t);
         send_error(c, req->request_id,
@@ -1534,6 +1538,7 @@ void server__on_ready(struct server *s)
 
 void server__on_lost(struct server *s)
 {
+    server__vip_drop_conns(s);
     server__children_free(s);
     /* Writes not yet proposed and reads not yet confirmed go back to their
      * clients, who retry at the new leader.  Proposed entries and issued
@@ -1978,7 +1983,8 @@ static void probe_members(struct server *s)
         s->last_seen_index = last;
         s->last_append_ms = now;
     }
-    if (now - s->last_append_ms >= period && !s->keepalive_busy) {
+    if (now - s->last_append_ms >= period && !s->keepalive_busy &&
+        !server__quiescing(s)) {
         s->keepalive.data = s;
         if (raft_barrier(&s->raft, &s->keepalive, keepalive_cb) == 0) {
             s->keepalive_busy = 1;

@@ -119,6 +119,98 @@ const char *server__leader_api(struct server *s)
     return s->leader_api;
 }
 
+uint64_t server__transfer_target(struct server *s)
+{
+    const struct raft_configuration *conf = &s->raft.configuration;
+    uint64_t best = 0, best_match = 0;
+    int best_alive = 0;
+    for (unsigned i = 0; i < conf->n; i++) {
+        const struct raft_server *srv = &conf->servers[i];
+        raft_index match = 0;
+        if (srv->id == s->id || srv->role != RAFT_VOTER ||
+            raft_match_index(&s->raft, srv->id, &match) != 0) {
+            continue;
+        }
+        int alive = server__member_alive(s, srv->id);
+        if (best == 0 || alive > best_alive ||
+            (alive == best_alive && match > best_match)) {
+            best = srv->id;
+            best_match = match;
+            best_alive = alive;
+        }
+    }
+    return best;
+}
+
+int server__quiescing(const struct server *s)
+{
+    return s->xfer != NULL;
+}
+
+static void transfer_finished(struct server *s)
+{
+    struct raft_transfer *req = s->xfer;
+    raft_transfer_cb cb = s->xfer_cb;
+    s->xfer = NULL;
+    s->xfer_cb = NULL;
+    s->xfer_started = 0;
+    if (cb != NULL) {
+        cb(req);
+    }
+}
+
+static void xfer_raft_cb(struct raft_transfer *req)
+{
+    transfer_finished(req->data);
+}
+
+int server__transfer(struct server *s,
+                     struct raft_transfer *req,
+                     uint64_t target,
+                     raft_transfer_cb cb)
+{
+    if (s->xfer != NULL || raft_state(&s->raft) != RAFT_LEADER ||
+        raft_transferee(&s->raft) != 0) {
+        return RAFT_NOTLEADER;
+    }
+    s->xfer_target = target != 0 ? target : server__transfer_target(s);
+    if (s->xfer_target == 0) {
+        return RAFT_NOTFOUND;
+    }
+    s->xfer = req;
+    s->xfer_cb = cb;
+    s->xfer_started = 0;
+    s->xfer_deadline = uv_now(s->loop) + s->cfg.election_ms / 2;
+    return 0;
+}
+
+/* Each loop turn: start the transfer once the target caught up. */
+static void transfer_progress(struct server *s)
+{
+    if (s->xfer == NULL || s->xfer_started) {
+        return;
+    }
+    if (raft_state(&s->raft) != RAFT_LEADER) {
+        transfer_finished(s); /* deposed meanwhile: nothing to hand over */
+        return;
+    }
+    raft_index match = 0;
+    int caught_up = raft_match_index(&s->raft, s->xfer_target, &match) == 0 &&
+                    match >= raft_last_index(&s->raft);
+    if (!caught_up && uv_now(s->loop) < s->xfer_deadline) {
+        return;
+    }
+    s->xfer_started = 1;
+    s->xfer_raft.data = s;
+    int rv =
+        raft_transfer(&s->raft, &s->xfer_raft, s->xfer_target, xfer_raft_cb);
+    if (rv != 0) {
+        log_warn("server", "leadership transfer to %llu: %s",
+                 (unsigned long long)s->xfer_target, raft_strerror(rv));
+        transfer_finished(s);
+    }
+}
+
 const char *server__live_leader_api(struct server *s)
 {
     const char *api = server__leader_api(s);
@@ -199,6 +291,7 @@ static void prepare_cb(uv_prepare_t *h)
 {
     struct server *s = h->data;
     lead_transition(s);
+    transfer_progress(s);
     server__vip_check(s);
     if (s->raft_inited) {
         stagger_apply(&s->stagger);
@@ -1006,7 +1099,7 @@ void server_stop(struct server *s, void (*cb)(struct server *s))
          * anyway if the transfer callback never comes. */
         s->transfer_req.data = s;
         server__vip_release(s, "stopping: handing leadership over");
-        int rv = raft_transfer(&s->raft, &s->transfer_req, 0, transfer_done_cb);
+        int rv = server__transfer(s, &s->transfer_req, 0, transfer_done_cb);
         if (rv == 0) {
             log_info("server", "stopping: transferring leadership");
             uv_timer_start(&s->stop_timer, stop_timer_cb,

@@ -173,6 +173,14 @@ struct server
     uv_timer_t stop_timer;
     struct raft_transfer transfer_req;
     int transfer_done;
+    /* A leadership transfer on its way (server__transfer): the caller's
+     * request and callback, the target, and libraft's own request. */
+    struct raft_transfer *xfer;
+    raft_transfer_cb xfer_cb;
+    uint64_t xfer_target;
+    uint64_t xfer_deadline; /* loop time: transfer even if not caught up */
+    int xfer_started;       /* raft_transfer() called */
+    struct raft_transfer xfer_raft;
     void (*stop_cb)(struct server *s);
 };
 
@@ -199,6 +207,29 @@ void server__on_lost(struct server *s);
 struct cd_result *server__results_for(void *arg, uint64_t index, size_t n_ops);
 void server__applied(void *arg, uint64_t index, uint64_t revision);
 int server__member_alive(struct server *s, uint64_t id);
+/* The voter to hand leadership to: the live one with the highest match
+ * index (libraft's own choice, with id 0, takes the last voter in the
+ * configuration unless one is caught up at that very instant, which under
+ * a steady write load is a lagging one as often as not, and its transfer
+ * then times out).  0 when there is none. */
+uint64_t server__transfer_target(struct server *s);
+/*
+ * Hand leadership to target (0: server__transfer_target()), as
+ * raft_transfer() does, after letting the log come to rest: while it runs
+ * (server__quiescing), writes, linearizable reads and barriers are held,
+ * and raft_transfer() is called once the target holds every entry (or
+ * after half an election timeout).  libraft 0.22.1 sends its TimeoutNow
+ * as soon as the target acknowledged what the leader had, and the target
+ * silently ignores it while it is still persisting a newer entry: under a
+ * steady write load most transfers timed out that way.  cb(req) as for
+ * raft_transfer (req is the caller's; only one transfer at a time).  0,
+ * RAFT_NOTLEADER (not the leader, or a transfer is on its way).
+ */
+int server__transfer(struct server *s,
+                     struct raft_transfer *req,
+                     uint64_t target,
+                     raft_transfer_cb cb);
+int server__quiescing(const struct server *s);
 int server__send(struct conn *c, struct cd_msg *m);
 void server__send_error(struct conn *c, uint64_t request_id, int code);
 void server__send_ok(struct conn *c, uint64_t request_id);
@@ -223,7 +254,13 @@ int server__queue_write(struct server *s,
 int server__vip_start(struct server *s);  /* removes a stale VIP */
 void server__vip_check(struct server *s); /* each loop turn, each API read */
 void server__vip_release(struct server *s, const char *why); /* transfers */
-void server__vip_close(struct server *s);                    /* stopping */
+/* Close the API connections accepted on the VIP: once this node no longer
+ * leads, their peers' packets go to the next holder and nothing sent on
+ * them is ever acknowledged (a child's stream would hold its replies for
+ * as long as TCP retries).  Not on a lease lapse alone: a leader that
+ * reclaims the address keeps its connections. */
+void server__vip_drop_conns(struct server *s);
+void server__vip_close(struct server *s); /* stopping */
 void server__vip_free(struct server *s);
 void server__vip_fatal(struct server *s);
 

@@ -81,11 +81,12 @@ static void release(struct server *s, const char *why)
     } else {
         log_info("vip", "released %s: %s", vip_name(s->vip), why);
     }
-    /* Connections accepted on the VIP are dead: their peers' packets go to
-     * the next holder now, and nothing sent on them would be acknowledged
-     * (a child's stream would hold its replies for as long as TCP tries). */
+}
+
+void server__vip_drop_conns(struct server *s)
+{
     uint32_t addr;
-    if (vip_parse(s->cfg.vip, &addr, NULL) == 0) {
+    if (s->vip != NULL && vip_parse(s->cfg.vip, &addr, NULL) == 0) {
         server__api_drop_local(s, addr);
     }
 }
@@ -154,7 +155,8 @@ static void evaluate(struct server *s, uint64_t now)
         s->vip_next_barrier = now;
     }
     /* Keep the lease fresh. */
-    if (now >= s->vip_next_barrier && !s->vip_barrier_busy) {
+    if (now >= s->vip_next_barrier && !s->vip_barrier_busy &&
+        !server__quiescing(s)) {
         s->vip_barrier.data = s;
         s->vip_barrier_sent = now;
         s->vip_barrier_term = raft_current_term(&s->raft);

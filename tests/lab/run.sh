@@ -407,8 +407,11 @@ do_step() { # ACTION ARGS...
         n=$(target "$1")
         [ -n "$n" ] || return
         event parent-leave "$n" "$1"
-        lab_in a "$BIN/clusterctl" --endpoints "$(all_api)" --timeout 10000 leave --node "$(api "$n")" \
-            >>"$LOG" 2>&1 || problem "clusterctl leave --node $(api "$n") failed"
+        if ! lab_in a "$BIN/clusterctl" --endpoints "$(all_api)" --timeout 10000 leave \
+            --node "$(api "$n")" >>"$LOG" 2>&1; then
+            problem "clusterctl leave --node $(api "$n") failed"
+            return
+        fi
         lab_stop "p$n" TERM
         printf '%s stop %s\n' "$(lab_now_ms)" "$n" >>"$D/proc-timeline"
         ST[$n]=left
