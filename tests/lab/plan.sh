@@ -15,6 +15,18 @@
 LAB_SCENARIOS_STANDARD="smoke kill-leader pause-leader leader-isolated random-halves flaky-links clock disk membership power-loss"
 LAB_SCENARIOS_EXTENDED="ring bridge-cut kill-pause-mix partition-churn flaky-isolated clock-disk"
 
+lab_duration() { # SCENARIO: its workload's seconds, long enough for its plan
+    case $1 in
+    smoke) echo 8 ;;
+    kill-leader | pause-leader | random-halves) echo 10 ;;
+    leader-isolated | flaky-links | power-loss) echo 12 ;;
+    clock) echo 14 ;;
+    membership) echo 16 ;;
+    disk) echo 18 ;;
+    *) echo 15 ;;
+    esac
+}
+
 lab_plan() { # SCENARIO SEED DURATION_MS
     awk -v scen="$1" -v seed="$2" -v dur="$3" -v parents="${LAB_PARENTS:-3}" '
     function r(lo, hi) { return lo + int(rand() * (hi - lo + 1)) }

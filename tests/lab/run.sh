@@ -28,7 +28,9 @@
 # The last line is "RESULT <scenario> <seed> pass|fail <seconds> <why>".
 # Exit 0 on pass, 1 on a failed check, 2 when the run could not be set up.
 #
-# Knobs: LAB_DURATION (s, 15), LAB_PARENTS (3), LAB_PROFILE (fast),
+# Knobs: LAB_DURATION (s; each scenario has its own, plan.sh), LAB_PARENTS
+# (3), LAB_PROFILE (fast), LAB_RATE (operations a second per client thread,
+# 250), LAB_THREADS (4),
 # LAB_CONTROL (nosync | nolease: a negative control, see suite.sh),
 # LAB_SAN (a sanitizer build dir instead of build/), LAB_KEEP_DIR=1,
 # LAB_RUN_TIMEOUT (s, 180), LAB_VERBOSE=1.  Needs root.
@@ -41,7 +43,7 @@ case $BUILD in /*) ;; *) BUILD=$(pwd)/$BUILD ;; esac
 BIN=$BUILD/bin
 TOOLS=$BUILD/tests
 CHECKER=${LAB_CHECKER:-$(pwd)/build/lab-checker}
-DURATION=${LAB_DURATION:-15}
+DURATION=${LAB_DURATION:-}
 NPARENTS=${LAB_PARENTS:-3}
 PROFILE=${LAB_PROFILE:-fast}
 CONTROL=${LAB_CONTROL:-}
@@ -62,6 +64,7 @@ done
 
 . tests/lab/lib.sh
 . tests/lab/plan.sh
+[ -n "$DURATION" ] || DURATION=$(lab_duration "$SCEN")
 LAB_CLEANUP_HOOK=run_cleanup
 lab_init lb
 lab_watchdog "${LAB_RUN_TIMEOUT:-180}"
@@ -206,7 +209,7 @@ start_child() { # NAME [--token T]
     local k=$1; shift
     mkdir -p "$D/$k"
     lab_spawn "$k" "$k" "$D/$k.log" env -C "$D/$k" "$BIN/clusterd-child" --data "$D/$k" \
-        --endpoints "$VIP:$API_PORT,$(all_api)" --set report_interval_ms=1000 "$@"
+        --endpoints "$VIP:$API_PORT,$(all_api)" --set report_interval_ms=250 "$@"
     CST[$k]=up
 }
 start_monitor() { # CHILD: sample the child's cache revision (local reads)
@@ -611,10 +614,12 @@ lab_wait_for 15 vip_write_ok || setup_fail "no write through the VIP"
 start_child k1 --token "$(new_token)"
 start_monitor k1
 say "formed in $((SECONDS - T_START)) s"
+T_FORMED=$SECONDS
 
 # The workload and the nemesis.
 lab_spawn client c "$D/client.log" "$TOOLS/lab_client" --endpoints "$VIP:$API_PORT" \
-    --seed "$SEED" --threads "${LAB_THREADS:-4}" --duration-s "$DURATION" --max-ops 200000 \
+    --seed "$SEED" --threads "${LAB_THREADS:-4}" --rate "${LAB_RATE:-250}" \
+    --duration-s "$DURATION" --max-ops 200000 \
     --timeout-ms 1000 --out "$D/history.jsonl"
 run_plan "$D/plan"
 for ((i = 0; i < DURATION * 10 + 600; i++)); do lab_alive client || break; sleep 0.1; done
@@ -626,7 +631,7 @@ heal_all
 lab_wait_for 45 voters_ok || problem "no $NPARENTS reachable voters 45 s after healing"
 lab_wait_for 15 one_holder || problem "VIP holders after healing: '$(lab_vip_holders "$VIP" $PARENTS)'"
 lab_wait_for 15 vip_write_ok || problem "no write through the VIP after healing"
-say "converged"
+say "converged ($((SECONDS - T_FORMED)) s after forming)"
 lab_in c "$TOOLS/lab_client" --endpoints "$VIP:$API_PORT" --timeout-ms 2000 \
     --final-read "$D/final.jsonl" >>"$D/client.log" 2>&1 || problem "final read failed"
 say "final read done"
@@ -645,11 +650,18 @@ if lab_arping_one_mac c "$VIP"; then say "arping: one MAC answers for the VIP"; 
 
 # Stop everything the run started (children, then parents, then monitors).
 hung=$(lab_stop_all TERM mon-k1 mon-k2 k1 k2)
+# Followers first, then the leader: it hands over to no one and stops
+# after its transfer guard, once.
 keys=()
-for n in $PARENTS; do [ "${ST[$n]}" = up ] && keys+=("p$n"); done
+L=$(leader)
+for n in $PARENTS; do [ "${ST[$n]}" = up ] && [ "$n" != "$L" ] && keys+=("p$n"); done
 t=$(lab_now_ms)
-for n in $PARENTS; do echo "$t stop $n"; done >>"$D/proc-timeline"
+for n in $PARENTS; do [ "$n" != "$L" ] && echo "$t stop $n"; done >>"$D/proc-timeline"
 hung+=" $(lab_stop_all TERM "${keys[@]}")"
+if [ -n "$L" ]; then
+    echo "$(lab_now_ms) stop $L" >>"$D/proc-timeline"
+    hung+=" $(lab_stop_all TERM "p$L")"
+fi
 [ -z "${hung// /}" ] || problem "still running 10 s after SIGTERM (killed): $hung"
 sleep 0.2
 lab_stop_all TERM $(for n in $PARENTS; do echo "vipmon$n"; done) >/dev/null

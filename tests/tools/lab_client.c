@@ -14,7 +14,8 @@
  * of operations through cluster/client.h until --duration-s or --max-ops
  * (whichever comes first; 0 means no bound, but one of them is needed)
  * or SIGTERM/SIGINT (the operation in flight still finishes and is
- * written):
+ * written), each at most --rate operations a second (0: as fast as the
+ * cluster answers, which on a small machine starves the parents of CPU):
  *   get   linearizable read of a register key        (40 %)
  *   put   a unique value to a register key           (25 %)
  *   cas   a transaction: if value == expected then put a unique value
@@ -290,6 +291,7 @@ struct opts
     unsigned client;
     unsigned final_timeout_s;
     unsigned interval_ms;
+    unsigned rate; /* operations per second per thread; 0: no limit */
 };
 
 static void usage(void)
@@ -297,7 +299,9 @@ static void usage(void)
     fputs(
         "usage: lab_client --endpoints EPS --out FILE [--seed S] "
         "[--threads N]\n"
-        "         [--duration-s D] [--max-ops M] [--keys K] [--rotate R]\n"
+        "         [--duration-s D] [--max-ops M] [--rate "
+        "OPS_PER_S_PER_THREAD]\n"
+        "         [--keys K] [--rotate R]\n"
         "         [--timeout-ms T] [--attempt-ms A] [--client C] "
         "[--prefix P]\n"
         "       lab_client --final-read FILE --endpoints EPS [--prefix P]\n"
@@ -373,6 +377,8 @@ static int parse_opts(int argc, char **argv, struct opts *o)
             rc = parse_uint(v, &o->duration_s);
         } else if (strcmp(a, "--max-ops") == 0) {
             rc = parse_u64(v, &o->max_ops);
+        } else if (strcmp(a, "--rate") == 0) {
+            rc = parse_uint(v, &o->rate);
         } else if (strcmp(a, "--keys") == 0) {
             rc = parse_uint(v, &o->keys);
         } else if (strcmp(a, "--rotate") == 0) {
@@ -727,10 +733,23 @@ static void *work(void *arg)
     struct line l = {NULL, 0, 0, 0};
     struct cd_client *c = new_client(o, lab->eps, lab->n_eps);
 
+    uint64_t period = o->rate != 0 ? 1000000000u / o->rate : 0;
+    uint64_t due = now_ns();
+
     while (c != NULL && !atomic_load(&stop_flag)) {
         uint64_t n;
         int status;
         int wrote = 0;
+
+        if (period != 0) {
+            /* Paced: one operation per period, no catching up after an
+             * operation that took longer (an outage is not a backlog). */
+            uint64_t t = now_ns();
+            if (due > t) {
+                sleep_ms((unsigned)((due - t) / 1000000u));
+            }
+            due = (due > t ? due : t) + period;
+        }
 
         if (lab->deadline_ns != 0 && now_ns() >= lab->deadline_ns) {
             break;
