@@ -119,7 +119,7 @@ parent_env() { # N: the environment its next start gets
         pre+=("$TOOLS/liblostwrites.so")
         echo "LOSTWRITES_DIR=$D/p$n"
         echo "LOSTWRITES_DIRS=posix"
-        [ "$CONTROL" = nosync ] && echo "LOSTWRITES_NOSYNC=1"
+        [ -n "${NOSYNC_ON:-}" ] && echo "LOSTWRITES_NOSYNC=1"
         ;;
     esac
     case ${PRELOAD[$n]:-} in
@@ -594,6 +594,7 @@ if [ "$SCEN" = disk ]; then
     done
 fi
 [ "$CONTROL" = nosync ] && for n in $PARENTS; do PRELOAD[$n]=lost; done
+NOSYNC_ON=
 
 for n in $PARENTS; do
     lab_spawn "vipmon$n" "$n" "$D/vipmon-$n.log" ip -ts monitor address
@@ -613,6 +614,19 @@ lab_wait_for 15 one_holder || setup_fail "no VIP holder"
 lab_wait_for 15 vip_write_ok || setup_fail "no write through the VIP"
 start_child k1 --token "$(new_token)"
 start_monitor k1
+if [ "$CONTROL" = nosync ]; then
+    # The control: a rolling restart into parents that sync nothing from
+    # now on (the cluster and its identities were made durable before).
+    NOSYNC_ON=1
+    for n in $PARENTS; do
+        lab_stop "p$n" TERM
+        echo "$(lab_now_ms) stop $n" >>"$D/proc-timeline"
+        start_parent "$n"
+        lab_wait_for 20 voters_ok || setup_fail "no voters after restarting $n without syncs"
+    done
+    lab_wait_for 15 vip_write_ok || setup_fail "no write through the VIP after the restarts"
+    say "control: every parent now runs with LOSTWRITES_NOSYNC=1"
+fi
 say "formed in $((SECONDS - T_START)) s"
 T_FORMED=$SECONDS
 
