@@ -86,7 +86,7 @@ lab_plan() { # SCENARIO SEED DURATION_MS
             step(t, "fiu-eio leader")
             t += r(1500, 2500); step(t, "fiu-off")
             t += r(300, 800); step(t, "restart-killed")
-            t += r(1500, 2500); step(t, "fill-disk follower")
+            t += r(1500, 2500); step(t, "fill-disk small")
             t += r(3000, 4000); step(t, "unfill-disk")
             t += r(300, 800); step(t, "restart-killed")
             t += r(1500, 2500); step(t, "lose-unsynced follower")

@@ -193,8 +193,14 @@ follower() { # a running parent that does not lead, chosen by the seed
     for n in $(running); do [ "$n" != "$l" ] && c+=("$n"); done
     [ ${#c[@]} -gt 0 ] && echo "${c[$((RANDOM % ${#c[@]}))]}"
 }
-target() { # leader | follower | N
-    case $1 in leader) leader ;; follower) follower ;; *) echo "$1" ;; esac
+target() { # leader | follower | small | N
+    case $1 in leader) leader ;; follower) follower ;; small) echo "$SMALL" ;; *) echo "$1" ;; esac
+}
+lost_target() { # ROLE: that parent if it runs the lost-writes shim, else one that does
+    local n m
+    n=$(target "$1")
+    case ${PRELOAD[$n]:-} in *lost*) echo "$n"; return ;; esac
+    for m in $(running); do case ${PRELOAD[$m]:-} in *lost*) echo "$m"; return ;; esac; done
 }
 
 kill_parent() { # N SIG: the process only; the node's state is the caller's
@@ -388,7 +394,7 @@ do_step() { # ACTION ARGS...
         FILLED=
         reap_exited ;;
     lose-unsynced) # power loss of one parent: kill, roll back, restart
-        n=$(target "$1")
+        n=$(lost_target "$1")
         [ -n "$n" ] || return
         event lose-unsynced "$n" "$1"
         kill_parent "$n" KILL
@@ -401,6 +407,7 @@ do_step() { # ACTION ARGS...
         done
         event power-loss all
         for n in $PARENTS; do
+            case ${PRELOAD[$n]:-} in *lost*) ;; *) continue ;; esac
             "$TOOLS/lostwrites" rollback "$D/p$n" >>"$LOG" 2>&1 || problem "lostwrites rollback failed on $n"
         done ;;
     power-on)
@@ -584,14 +591,16 @@ disk | clock-disk)
     for n in $PARENTS; do PRELOAD[$n]="${PRELOAD[$n]:-} fiu"; done
     FAULT_DISK=1 ;;
 esac
+SMALL=
 if [ "$SCEN" = disk ]; then
-    # Every parent's data dir on a small tmpfs: the one the plan fills runs
-    # out of space while the others go on.
-    for n in $PARENTS; do
-        mkdir -p "$D/p$n"
-        mount -t tmpfs -o size=96m tmpfs "$D/p$n" || setup_fail "tmpfs for $n"
-        TMPFS[$n]=1
-    done
+    # The last parent's data dir is a small tmpfs that the plan fills up
+    # ("small"); it runs without the lost-writes shim, whose undo log must
+    # live on the data's own file system and would run out of space too.
+    SMALL=$NPARENTS
+    mkdir -p "$D/p$SMALL"
+    mount -t tmpfs -o size=96m tmpfs "$D/p$SMALL" || setup_fail "tmpfs for $SMALL"
+    TMPFS[$SMALL]=1
+    PRELOAD[$SMALL]=fiu
 fi
 [ "$CONTROL" = nosync ] && for n in $PARENTS; do PRELOAD[$n]=lost; done
 NOSYNC_ON=
