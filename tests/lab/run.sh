@@ -651,7 +651,10 @@ lab_stop client TERM
 
 # Heal (the plan's last step did) and converge.
 heal_all
-lab_wait_for 45 voters_ok || problem "no $NPARENTS reachable voters 45 s after healing"
+if ! lab_wait_for 45 voters_ok; then
+    problem "no $NPARENTS reachable voters 45 s after healing"
+    { ctl -o json members; ctl -o json status; } >>"$LOG" 2>&1
+fi
 lab_wait_for 15 one_holder || problem "VIP holders after healing: '$(lab_vip_holders "$VIP" $PARENTS)'"
 lab_wait_for 15 vip_write_ok || problem "no write through the VIP after healing"
 say "converged ($((SECONDS - T_FORMED)) s after forming)"
