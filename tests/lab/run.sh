@@ -149,7 +149,7 @@ start_parent() { # N
     [ "$CONTROL" = nolease ] && args+=(--set vip_unsafe_no_lease=yes)
     if [ -z "${JOINED[$n]:-}" ]; then
         if [ "$n" = 1 ] && [ -z "${TOKEN:-}" ]; then
-            args+=(--bootstrap)
+            args+=(--bootstrap --set "voters=$NPARENTS")
         else
             args+=(--join "$(all_api)" --token "$(new_token)")
         fi
