@@ -140,6 +140,7 @@ static void lead_barrier_cb(struct raft_barrier *req, int status)
 {
     struct server *s = req->data;
     s->lead_barrier_busy = 0;
+    fsm_flush(&s->fsm);
     if (status != 0 || s->lead != LEAD_LEADING ||
         raft_state(&s->raft) != RAFT_LEADER) {
         return;
@@ -182,6 +183,10 @@ static void lead_transition(struct server *s)
 
 static void prepare_cb(uv_prepare_t *h)
 {
+    struct server *s = h->data;
+    /* Entries applied by timers (before the check handle) commit here,
+     * before raft's prepare handle answers their proposers. */
+    fsm_flush(&s->fsm);
     lead_transition(h->data);
     server__vip_check(h->data);
 }
