@@ -1233,6 +1233,12 @@ static void member_change(struct conn *c, struct cd_msg *req)
                 send_error(c, req->request_id, -EACCES);
                 return;
             }
+            if (s->base_pending) {
+                /* A restored backup is not in a snapshot yet (server.c):
+                 * a joiner would miss it.  It comes within moments. */
+                send_error(c, req->request_id, CD_EBUSY);
+                return;
+            }
             const char *addr = req->u.member_change.address;
             /* Ids are never reused, not even after a forced recovery
              * shrank the configuration: a zombie of an old node must not

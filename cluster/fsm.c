@@ -138,7 +138,9 @@ int fsm_is_placeholder(const struct raft_buffer *buf)
            memcmp(buf->base, FSM_PLACEHOLDER_MAGIC, 8) == 0;
 }
 
-int fsm_snapshot_copy(struct store *store, struct raft_buffer *out)
+int fsm_snapshot_copy(struct store *store,
+                      uint64_t index,
+                      struct raft_buffer *out)
 {
     struct store_read *r;
     struct store_meta m;
@@ -167,11 +169,13 @@ int fsm_snapshot_copy(struct store *store, struct raft_buffer *out)
     }
     uint8_t *h = out->base;
     memcpy(h, FSM_SNAP_MAGIC, 8); /* NOLINT: 8 bytes, not a C string */
-    record_put_be64(h + 8, m.applied_index);
+    /* Entries after the last one that reached the store changed nothing
+     * in it (barriers, configurations): the state is that of index too. */
+    uint64_t at = m.applied_index > index ? m.applied_index : index;
+    record_put_be64(h + 8, at);
     record_put_be64(h + 16, m.revision);
     log_info("fsm", "snapshot at index %llu, revision %llu: %zu bytes",
-             (unsigned long long)m.applied_index,
-             (unsigned long long)m.revision, out->len);
+             (unsigned long long)at, (unsigned long long)m.revision, out->len);
     return 0;
 }
 
@@ -200,7 +204,7 @@ static int fsm_snapshot(struct raft_fsm *rf,
             memcpy(b->base, FSM_PLACEHOLDER_MAGIC, 8); /* NOLINT: 8 bytes */
         }
     } else {
-        rc = fsm_snapshot_copy(f->store, b);
+        rc = fsm_snapshot_copy(f->store, raft_last_applied(f->raft), b);
     }
     if (rc != 0) {
         raft_free(b);

@@ -99,12 +99,19 @@ int fsm_apply_failed_keeps_buffer(int raft_rv);
 int fsm_is_placeholder(const struct raft_buffer *buf);
 
 /*
- * Make a snapshot of the store's current state into *out (raft_malloc).
- * Any thread may call it (LMDB readers).  The state may be newer than the
- * snapshot's index: apply is idempotent by index and every applied entry
- * is committed, so replaying the entries after the index is harmless.
+ * Make a snapshot of the store's current state into *out (raft_malloc),
+ * for raft's snapshot at index: every entry up to it must be applied and
+ * committed (fsm_flush) before.  Any thread may call it (LMDB readers).
+ * The state may be newer than index: apply is idempotent by index and
+ * every applied entry is committed, so replaying the entries after index
+ * is harmless.  The header records the later of index and the store's
+ * applied index, so that a node restoring it does not take its own empty
+ * store for a newer state (a snapshot of a restored backup is taken before
+ * any command entry reached the store).
  */
-int fsm_snapshot_copy(struct store *store, struct raft_buffer *out);
+int fsm_snapshot_copy(struct store *store,
+                      uint64_t index,
+                      struct raft_buffer *out);
 
 /*
  * Commit the entries applied since the last flush (a no-op when there are

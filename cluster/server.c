@@ -488,21 +488,30 @@ struct snapshot_job
 
 static void close_all(struct server *s);
 
+static void base_logged(struct server *s);
+
 static void snapshot_put_done(struct raft_io_snapshot_put *put, int status)
 {
     struct snapshot_job *job = put->data;
     metrics_observe_snapshot(job->s->metrics, job->buf.len,
                              (double)(uv_hrtime() - job->started_ns) / 1e9,
                              status == 0);
+    struct server *s = job->s;
+    int logged = status == 0 && s->base_pending && job->snap.index >= 2;
     raft_free(job->buf.base);
+    /* raft drops the log's prefix in its callback, with the trailing
+     * setting of that moment: a restored base is declared logged after. */
     job->raft_cb(job->raft_req, status);
     free(job);
+    if (logged) {
+        base_logged(s);
+    }
 }
 
 static void snapshot_copy_work(uv_work_t *w)
 {
     struct snapshot_job *job = w->data;
-    job->rc = fsm_snapshot_copy(job->s->store, &job->buf);
+    job->rc = fsm_snapshot_copy(job->s->store, job->snap.index, &job->buf);
 }
 
 static void snapshot_copy_done(uv_work_t *w, int status)
@@ -603,15 +612,83 @@ static int check_raft_address(struct server *s)
     return rc;
 }
 
+/* fsync a directory, so that a file created or removed in it stays so. */
+static int sync_dir(const char *dir)
+{
+    int fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (fd < 0) {
+        return -errno;
+    }
+    int rc = fsync(fd) == 0 ? 0 : -errno;
+    close(fd);
+    return rc;
+}
+
+static void base_marker_path(struct server *s, char *buf, size_t len)
+{
+    snprintf(buf, len, "%s/restored", s->cfg.data_dir);
+}
+
+/*
+ * A store restored from a backup holds what no Raft entry carries, until a
+ * snapshot of it is persisted: joiners that replay the log from index 1
+ * would miss it (and differ from this node for good), and so would a store
+ * rebuilt from raft's snapshot and log.  Until then: snapshot after every
+ * entry, keep one trailing entry, and refuse joins (member_change in
+ * api.c).  A snapshot at index 2 or later then drops entry 1 from the log,
+ * so that a joiner must install the snapshot.  (Trailing 0 is no option:
+ * libraft's uv backend takes it for an installed snapshot and moves its
+ * next append index back.)
+ */
+static void base_pending_start(struct server *s)
+{
+    s->base_pending = 1;
+    raft_set_snapshot_threshold(&s->raft, 1);
+    raft_set_snapshot_trailing(&s->raft, 1);
+    log_info("server",
+             "the store holds a restored backup: snapshotting it before "
+             "parents may join");
+}
+
+/* The first snapshot of the restored state is persisted. */
+static void base_logged(struct server *s)
+{
+    char path[300];
+    base_marker_path(s, path, sizeof path);
+    if (unlink(path) != 0 && errno != ENOENT) {
+        log_warn("server", "cannot remove %s: %s", path, strerror(errno));
+        return; /* try again after the next snapshot */
+    }
+    sync_dir(s->cfg.data_dir);
+    s->base_pending = 0;
+    raft_set_snapshot_threshold(&s->raft, s->cfg.snapshot_threshold);
+    raft_set_snapshot_trailing(&s->raft, s->cfg.snapshot_trailing);
+    log_info("server", "the restored state is in a raft snapshot: joins open");
+}
+
 /*
  * A new cluster from a backup: the store takes the backup's state, then
  * forgets the old cluster's Raft index, since this cluster's log starts
  * again at 1.  The children registry and every key come along; the first
  * leader rewrites /cluster/id and revokes the old cluster's join tokens.
+ * The marker that the state is not in the log yet goes first: a crash
+ * after the restore must not forget it.
  */
 static int restore_backup(struct server *s)
 {
     struct store_snapshot_info info;
+    char marker[300];
+    base_marker_path(s, marker, sizeof marker);
+    int mfd = open(marker, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+    if (mfd < 0 || fsync(mfd) != 0 || sync_dir(s->cfg.data_dir) != 0) {
+        int e = -errno;
+        log_error("server", "cannot create %s: %s", marker, strerror(-e));
+        if (mfd >= 0) {
+            close(mfd);
+        }
+        return e;
+    }
+    close(mfd);
     int fd = open(s->cfg.restore, O_RDONLY | O_CLOEXEC);
     if (fd < 0) {
         log_error("server", "cannot open the backup %s: %s", s->cfg.restore,
@@ -715,6 +792,11 @@ static int start_raft(struct server *s, int bootstrap)
             log_error("server", "bootstrap: %s", raft_errmsg(&s->raft));
             return CD_ERAFT;
         }
+    }
+    char marker[300];
+    base_marker_path(s, marker, sizeof marker);
+    if (access(marker, F_OK) == 0) {
+        base_pending_start(s);
     }
     rv = raft_start(&s->raft);
     if (rv != 0) {

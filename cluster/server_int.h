@@ -77,6 +77,14 @@ struct server
                            raft_io_snapshot_put_cb cb);
     struct snapshot_job *snap_job;
     int close_deferred;
+    /*
+     * The store holds a state the Raft log cannot rebuild (a backup
+     * restored into a new cluster) until a snapshot of it is persisted:
+     * <data>/restored says so across restarts.  Meanwhile raft snapshots
+     * at once and keeps no trailing entries, and parents may not join
+     * (they would replay the log from index 1 without the backup).
+     */
+    int base_pending;
 
     /* Leadership. */
     uv_prepare_t prepare;
