@@ -2024,6 +2024,7 @@ static void tick_cb(uv_timer_t *t)
     auto_promote(s);
     heartbeat_children(s);
     server__metrics_tick(s);
+    server__store_tick(s);
     uint64_t now = uv_now(s->loop);
     struct conn *c = s->conns;
     while (c != NULL) {

@@ -37,6 +37,7 @@
 
 #include "../lib/err.h"
 #include "../lib/log.h"
+#include "bootmark.h"
 #include "client.h"
 #include "metrics.h"
 #include "raft_version.h"
@@ -120,6 +121,15 @@ const char *server__leader_api(struct server *s)
 
 /* --- fatal errors -------------------------------------------------------- */
 
+static void boot_mark_path(struct server *s, char *buf, size_t len)
+{
+    snprintf(buf, len, "%s/state.boot", s->cfg.data_dir);
+}
+
+/* How often an unflushed store is flushed in the background: to learn of a
+ * disk that lost writes (only a flush reports it), not for durability. */
+#define STORE_SYNC_MS 30000
+
 static void fsm_fatal(void *arg, int err)
 {
     struct server *s = arg;
@@ -132,6 +142,50 @@ static void fsm_fatal(void *arg, int err)
     s->failed = 1;
     server__vip_fatal(s);
     _exit(70);
+}
+
+static void store_sync_work(uv_work_t *w)
+{
+    struct server *s = w->data;
+    s->sync_rc = store_sync(s->store);
+}
+
+static void store_sync_done(uv_work_t *w, int status)
+{
+    struct server *s = w->data;
+    s->sync_busy = 0;
+    if (status == 0 && s->sync_rc != 0) {
+        /* Written pages the disk did not keep: the store on disk is not
+         * what the node served from memory.  Rebuild it at the next start
+         * (even within this boot), and stop now. */
+        char mark[300];
+        boot_mark_path(s, mark, sizeof mark);
+        log_error("server", "flushing the store failed: %s",
+                  cd_strerror(s->sync_rc));
+        bootmark_poison(mark);
+        fsm_fatal(s, s->sync_rc);
+    }
+    server__maybe_stopped(s);
+}
+
+void server__store_tick(struct server *s)
+{
+    uint64_t now = uv_now(s->loop);
+    if (!s->store_unsynced || s->sync_busy || s->stopping) {
+        return;
+    }
+    if (s->last_sync_ms == 0) {
+        s->last_sync_ms = now;
+    }
+    if (now - s->last_sync_ms < STORE_SYNC_MS) {
+        return;
+    }
+    s->last_sync_ms = now;
+    s->sync_work.data = s;
+    if (uv_queue_work(s->loop, &s->sync_work, store_sync_work,
+                      store_sync_done) == 0) {
+        s->sync_busy = 1;
+    }
 }
 
 /* --- the leadership state machine ---------------------------------------- */
@@ -366,16 +420,80 @@ int server_init(struct server **out,
     return 0;
 }
 
+static void base_marker_path(struct server *s, char *buf, size_t len);
+
+/*
+ * The store commits without flushing: the Raft log in front of it is the
+ * write-ahead log, and raft's snapshot plus the log after it rebuild the
+ * store (docs/storage.md has the argument).  A process crash loses nothing
+ * (the page cache keeps every commit); after a machine stopped while the
+ * store had unflushed writes (the boot mark names another boot), the store
+ * is removed here and raft rebuilds it from its snapshot and log as the
+ * node starts.  The store flushes every commit instead while the boot
+ * cannot be told (no boot id) and while it holds a restored backup that no
+ * raft snapshot holds yet (base_pending): nothing could rebuild it.
+ */
+static int prepare_store(struct server *s, const char *path, int *unsynced)
+{
+    char mark[300], base[300], boot[64];
+    *unsynced = 0;
+    boot_mark_path(s, mark, sizeof mark);
+    base_marker_path(s, base, sizeof base);
+    int trusted = 1;
+    int rc = bootmark_check(mark, &trusted);
+    if (rc != 0) {
+        log_error("server", "cannot read %s: %s", mark, strerror(-rc));
+        return rc;
+    }
+    if (!trusted && access(path, F_OK) == 0) {
+        log_warn("server",
+                 "the machine stopped while the store had unflushed writes "
+                 "(%s): removing it; raft rebuilds it from its snapshot and "
+                 "log",
+                 mark);
+        char lock[310];
+        snprintf(lock, sizeof lock, "%s-lock", path);
+        if (unlink(path) != 0 || (unlink(lock) != 0 && errno != ENOENT)) {
+            rc = -errno;
+            log_error("server", "cannot remove %s: %s", path, strerror(-rc));
+            return rc;
+        }
+    }
+    if (access(base, F_OK) == 0) {
+        return 0; /* base_pending: armed once the base is logged */
+    }
+    if ((rc = bootmark_boot_id(boot, sizeof boot)) != 0) {
+        log_warn("server",
+                 "cannot read the boot id (%s): the store flushes every "
+                 "commit",
+                 strerror(-rc));
+        return 0;
+    }
+    if ((rc = bootmark_arm(mark)) != 0) {
+        log_error("server", "cannot write %s: %s", mark, strerror(-rc));
+        return rc;
+    }
+    *unsynced = 1;
+    return 0;
+}
+
 static int open_store(struct server *s)
 {
     char path[300];
     struct store_config sc;
+    int unsynced;
     snprintf(path, sizeof path, "%s/state.mdb", s->cfg.data_dir);
+    int rc = prepare_store(s, path, &unsynced);
+    if (rc != 0) {
+        return rc;
+    }
     store_config_init(&sc, path);
     sc.map_size = s->cfg.map_size;
-    /* The Raft log in front replays whatever a power loss undoes. */
-    sc.durability = STORE_DURABLE_DEFERRED;
-    int rc = store_open(&sc, &s->store);
+    /* Unflushed, or one flush per commit: either way the Raft log in front
+     * replays whatever a crash undid. */
+    sc.durability = unsynced ? STORE_DURABLE_NONE : STORE_DURABLE_DEFERRED;
+    s->store_unsynced = unsynced;
+    rc = store_open(&sc, &s->store);
     if (rc != 0) {
         log_error("server", "cannot open the store %s: %s (%s)", path,
                   cd_strerror(rc), cd_errname(rc));
@@ -664,6 +782,13 @@ static void base_logged(struct server *s)
     raft_set_snapshot_threshold(&s->raft, s->cfg.snapshot_threshold);
     raft_set_snapshot_trailing(&s->raft, s->cfg.snapshot_trailing);
     log_info("server", "the restored state is in a raft snapshot: joins open");
+    /* Raft can rebuild the store now: it may stop flushing (open_store). */
+    char mark[300], boot[64];
+    boot_mark_path(s, mark, sizeof mark);
+    if (bootmark_boot_id(boot, sizeof boot) == 0 && bootmark_arm(mark) == 0 &&
+        store_set_durability(s->store, STORE_DURABLE_NONE) == 0) {
+        s->store_unsynced = 1;
+    }
 }
 
 /*
@@ -959,12 +1084,16 @@ static void handle_closed_cb(uv_handle_t *h)
 void server__maybe_stopped(struct server *s)
 {
     if (!s->stopping || s->raft_inited || s->handles_open > 0 ||
-        s->conns != NULL || s->stopped) {
+        s->conns != NULL || s->stopped || s->sync_busy) {
         return;
     }
     s->stopped = 1;
-    if (s->store != NULL) {
-        store_sync(s->store);
+    if (s->store != NULL && store_sync(s->store) == 0 && s->store_unsynced) {
+        /* Everything is on disk: the next start may trust the store even
+         * after a reboot. */
+        char mark[300];
+        boot_mark_path(s, mark, sizeof mark);
+        bootmark_clean(mark);
     }
     if (s->stop_cb != NULL) {
         s->stop_cb(s);

@@ -273,6 +273,44 @@ int store_sync(struct store *s)
     return store__lmdb_err(mdb_env_sync(s->env, 1));
 }
 
+int store_set_durability(struct store *s, enum store_durability d)
+{
+    const unsigned all = MDB_NOSYNC | MDB_NOMETASYNC;
+    unsigned flags;
+    switch (d) {
+        case STORE_DURABLE_EACH:
+            flags = 0;
+            break;
+        case STORE_DURABLE_DEFERRED:
+            flags = MDB_NOMETASYNC;
+            break;
+        case STORE_DURABLE_NONE:
+            flags = MDB_NOSYNC;
+            break;
+        default:
+            return CD_ECONFIG;
+    }
+    if (s->cfg.read_only) {
+        return -EROFS;
+    }
+    store__settle(s);
+    if (d != STORE_DURABLE_NONE && s->cfg.durability == STORE_DURABLE_NONE) {
+        int rc = store__lmdb_err(mdb_env_sync(s->env, 1));
+        if (rc != 0) {
+            return rc;
+        }
+    }
+    int rc = mdb_env_set_flags(s->env, all, 0);
+    if (rc == 0 && flags != 0) {
+        rc = mdb_env_set_flags(s->env, flags, 1);
+    }
+    if (rc != 0) {
+        return store__lmdb_err(rc);
+    }
+    s->cfg.durability = d;
+    return 0;
+}
+
 static int set_local_meta(struct store *s, const char *name, uint64_t v)
 {
     MDB_txn *txn;

@@ -57,8 +57,12 @@ enum store_durability {
      */
     STORE_DURABLE_DEFERRED = 1,
     /*
-     * Nothing is flushed (MDB_NOSYNC): for throwaway stores only (tests,
-     * fuzzing).  A system crash can corrupt such a store.
+     * Nothing is flushed (MDB_NOSYNC): commits reach the page cache only.
+     * A process crash loses nothing; a system crash (power loss, kernel
+     * panic) can undo any commits and corrupt the store undetectably.  For
+     * throwaway stores (tests, fuzzing), and for owners that can tell an
+     * unclean system stop and then rebuild the store from elsewhere (a
+     * parent: from raft's snapshot and log, see docs/storage.md).
      */
     STORE_DURABLE_NONE = 2,
 };
@@ -196,8 +200,19 @@ int store_apply_changes(struct store *s,
                         uint64_t compact_rev,
                         uint64_t time_ms);
 
-/* Flush everything committed so far to disk (for STORE_DURABLE_DEFERRED). */
+/* Flush everything committed so far to disk (for STORE_DURABLE_DEFERRED
+ * and NONE).  Any thread; on the thread of an open group, the group
+ * commits first.  Errors: -EIO and other -errno of fdatasync(2). */
 int store_sync(struct store *s);
+
+/*
+ * Change the durability of the commits that follow.  A change to a mode
+ * that flushes first flushes what was committed before, so that the new
+ * mode's promise holds for the whole store.  The caller's open group
+ * commits first.  Call it while no other thread writes.
+ * Errors: CD_ECONFIG (unknown mode), -EROFS, those of store_sync.
+ */
+int store_set_durability(struct store *s, enum store_durability d);
 
 /* Node-local metadata, not replicated through batches. */
 int store_set_cluster_id(struct store *s, uint64_t cluster_id);
