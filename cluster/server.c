@@ -497,6 +497,14 @@ static int open_store(struct server *s)
     if (rc != 0) {
         log_error("server", "cannot open the store %s: %s (%s)", path,
                   cd_strerror(rc), cd_errname(rc));
+        return rc;
+    }
+    if (!unsynced && store_sync(s->store) == 0) {
+        /* Whatever an earlier run left unflushed is on disk now, and every
+         * commit of this run is flushed: the store survives any reboot. */
+        char mark[300];
+        boot_mark_path(s, mark, sizeof mark);
+        bootmark_clean(mark);
     }
     return rc;
 }
@@ -792,16 +800,13 @@ static void base_logged(struct server *s)
 }
 
 /*
- * A new cluster from a backup: the store takes the backup's state, then
- * forgets the old cluster's Raft index, since this cluster's log starts
- * again at 1.  The children registry and every key come along; the first
- * leader rewrites /cluster/id and revokes the old cluster's join tokens.
- * The marker that the state is not in the log yet goes first: a crash
- * after the restore must not forget it.
+ * Before a backup is restored (and before the store opens, so that it
+ * flushes every commit: open_store): <data>/restored, durably, so that
+ * a crash after the restore does not forget that the state is not in the
+ * log yet.
  */
-static int restore_backup(struct server *s)
+static int mark_base_pending(struct server *s)
 {
-    struct store_snapshot_info info;
     char marker[300];
     base_marker_path(s, marker, sizeof marker);
     int mfd = open(marker, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
@@ -814,6 +819,18 @@ static int restore_backup(struct server *s)
         return e;
     }
     close(mfd);
+    return 0;
+}
+
+/*
+ * A new cluster from a backup: the store takes the backup's state, then
+ * forgets the old cluster's Raft index, since this cluster's log starts
+ * again at 1.  The children registry and every key come along; the first
+ * leader rewrites /cluster/id and revokes the old cluster's join tokens.
+ */
+static int restore_backup(struct server *s)
+{
+    struct store_snapshot_info info;
     int fd = open(s->cfg.restore, O_RDONLY | O_CLOEXEC);
     if (fd < 0) {
         log_error("server", "cannot open the backup %s: %s", s->cfg.restore,
@@ -824,6 +841,9 @@ static int restore_backup(struct server *s)
     close(fd);
     if (rc == 0) {
         rc = store_reset_index(s->store);
+    }
+    if (rc == 0) {
+        rc = store_sync(s->store);
     }
     if (rc != 0) {
         log_error("server", "restoring %s failed: %s (%s)", s->cfg.restore,
@@ -1019,6 +1039,10 @@ int server_start(struct server *s)
                  "node %" PRIu64 " of cluster %016" PRIx64
                  " restarting; --bootstrap/--join ignored",
                  s->id, s->cluster_id);
+    }
+    if (bootstrap && s->cfg.restore[0] != '\0' &&
+        (rc = mark_base_pending(s)) != 0) {
+        return rc;
     }
     if ((rc = open_store(s)) != 0) {
         return rc;

@@ -623,6 +623,15 @@ static void test_new_cluster_from_backup(void **state)
     }
     check_rc(harness_wait_voters(h, 3, 30000), 0);
     assert_same_stores(h);
+    /* With the restored state in a raft snapshot, the first parent's store
+     * no longer needs its flushes: the marker is gone, the mark armed. */
+    char path[300], boot[64], text[80];
+    snprintf(path, sizeof path, "%s/restored", h->node[0].dir);
+    assert_int_equal(access(path, F_OK), -1);
+    read_text("/proc/sys/kernel/random/boot_id", boot, sizeof boot);
+    snprintf(path, sizeof path, "%s/state.boot", h->node[0].dir);
+    read_text(path, text, sizeof text);
+    assert_string_equal(text, boot);
 }
 
 /* --- the API under bad input ------------------------------------------ */
