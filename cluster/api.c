@@ -289,6 +289,8 @@ static void apply_cb(struct raft_apply *req, int status, void *result)
     struct proposal *p = req->data;
     struct server *s = p->s;
     (void)result;
+    /* The answers tell that the entry is applied: commit it first. */
+    fsm_flush(&s->fsm);
     if (status == 0) {
         metrics_observe_apply(s->metrics,
                               (double)(uv_hrtime() - p->proposed_ns) / 1e9);
@@ -563,6 +565,7 @@ static void serve_read(struct conn *c,
 static void barrier_cb(struct raft_barrier *req, int status)
 {
     struct read_batch *b = req->data;
+    fsm_flush(&b->s->fsm);
     for (size_t i = 0; i < b->n; i++) {
         struct pending_write *it = &b->items[i];
         it->conn->refs--;
@@ -1026,6 +1029,7 @@ int server__token_valid(struct server *s, const char *token)
 struct internal_write
 {
     struct raft_apply req;
+    struct server *s;
     char key[128];
     char value[128];
     /* Optional: who waits for the commit (a token request). */
@@ -1041,6 +1045,7 @@ static void internal_cb(struct raft_apply *req, int status, void *result)
 {
     struct internal_write *w = req->data;
     (void)result;
+    fsm_flush(&w->s->fsm);
     if (status != 0) {
         log_warn("api", "internal write failed: %s", raft_strerror(status));
     }
@@ -1107,6 +1112,7 @@ static int propose_op(struct server *s,
         return rc;
     }
     w->req.data = w;
+    w->s = s;
     int rv = raft_apply(&s->raft, &w->req, &rb, 1, internal_cb);
     if (rv != 0) {
         if (fsm_apply_failed_keeps_buffer(rv)) {
@@ -1187,6 +1193,7 @@ static void change_cb(struct raft_change *req, int status)
 {
     struct server *s = req->data;
     int rc = server__raft_err(status);
+    fsm_flush(&s->fsm);
     if (rc == 0 && s->change_action == CD_MEMBER_ADD) {
         char key[64], id[24];
         server__member_key(key, sizeof key, s->change_id);
@@ -1308,6 +1315,12 @@ static void member_change(struct conn *c, struct cd_msg *req)
         case CD_MEMBER_ADD: {
             if (!server__token_valid(s, req->u.member_change.token)) {
                 send_error(c, req->request_id, -EACCES);
+                return;
+            }
+            if (s->base_pending) {
+                /* A restored backup is not in a snapshot yet (server.c):
+                 * a joiner would miss it.  It comes within moments. */
+                send_error(c, req->request_id, CD_EBUSY);
                 return;
             }
             const char *addr = req->u.member_change.address;
@@ -1870,6 +1883,10 @@ static void accept_cb(uv_stream_t *server, int status)
 static void check_cb(uv_check_t *h)
 {
     struct server *s = h->data;
+    /* The end of a loop turn: the entries applied in it commit together,
+     * before raft's own check handle answers their proposers (libuv runs
+     * the handle started last first; the callbacks flush as well). */
+    fsm_flush(&s->fsm);
     flush_writes(s);
     flush_reads(s);
     flush_watches(s);
@@ -2154,6 +2171,7 @@ static void tick_cb(uv_timer_t *t)
     auto_promote(s);
     heartbeat_children(s);
     server__metrics_tick(s);
+    server__store_tick(s);
     uint64_t now = uv_now(s->loop);
     struct conn *c = s->conns;
     while (c != NULL) {

@@ -18,6 +18,10 @@
 
 #define FSM_SNAP_MAGIC "CDFSM001"
 #define FSM_SNAP_HEADER 24 /* magic(8) applied_index(8) revision(8) */
+/* A group commits after this many entries even within one loop turn: it
+ * bounds the transaction (LMDB caps its dirty pages) and the work lost to
+ * an entry that fails. */
+#define FSM_GROUP_ENTRIES 64
 
 static int fsm_apply(struct raft_fsm *rf,
                      const struct raft_buffer *buf,
@@ -42,7 +46,7 @@ static int fsm_apply(struct raft_fsm *rf,
         log_error("fsm", "entry %llu does not decode: %s; skipped",
                   (unsigned long long)index, cd_strerror(rc));
         struct cd_batch empty = {0, NULL, 0};
-        rc = store_apply(f->store, &empty, index, NULL);
+        rc = store_apply_group(f->store, &empty, index, NULL);
         if (rc != 0 && rc != -EALREADY && f->fatal != NULL) {
             f->fatal(f->arg, rc);
         }
@@ -66,7 +70,7 @@ static int fsm_apply(struct raft_fsm *rf,
         }
         res = f->scratch;
     }
-    rc = store_apply(f->store, &cmd.batch, index, res);
+    rc = store_apply_group(f->store, &cmd.batch, index, res);
     codec_command_free(&cmd);
     if (rc == 0 && n > 0) {
         f->revision = res[n - 1].revision;
@@ -81,7 +85,22 @@ static int fsm_apply(struct raft_fsm *rf,
     if (f->applied != NULL) {
         f->applied(f->arg, index, f->revision);
     }
+    if (store_group_entries(f->store) >= FSM_GROUP_ENTRIES) {
+        fsm_flush(f);
+    }
     return 0;
+}
+
+void fsm_flush(struct fsm *f)
+{
+    int rc = store_group_commit(f->store);
+    if (rc != 0) {
+        log_error("fsm", "store failed committing applied entries: %s (%s)",
+                  cd_strerror(rc), cd_errname(rc));
+        if (f->fatal != NULL) {
+            f->fatal(f->arg, rc);
+        }
+    }
 }
 
 /* Read a whole fd from offset 0 into a raft buffer after `head` bytes. */
@@ -119,7 +138,9 @@ int fsm_is_placeholder(const struct raft_buffer *buf)
            memcmp(buf->base, FSM_PLACEHOLDER_MAGIC, 8) == 0;
 }
 
-int fsm_snapshot_copy(struct store *store, struct raft_buffer *out)
+int fsm_snapshot_copy(struct store *store,
+                      uint64_t index,
+                      struct raft_buffer *out)
 {
     struct store_read *r;
     struct store_meta m;
@@ -148,11 +169,13 @@ int fsm_snapshot_copy(struct store *store, struct raft_buffer *out)
     }
     uint8_t *h = out->base;
     memcpy(h, FSM_SNAP_MAGIC, 8); /* NOLINT: 8 bytes, not a C string */
-    record_put_be64(h + 8, m.applied_index);
+    /* Entries after the last one that reached the store changed nothing
+     * in it (barriers, configurations): the state is that of index too. */
+    uint64_t at = m.applied_index > index ? m.applied_index : index;
+    record_put_be64(h + 8, at);
     record_put_be64(h + 16, m.revision);
     log_info("fsm", "snapshot at index %llu, revision %llu: %zu bytes",
-             (unsigned long long)m.applied_index,
-             (unsigned long long)m.revision, out->len);
+             (unsigned long long)at, (unsigned long long)m.revision, out->len);
     return 0;
 }
 
@@ -164,6 +187,9 @@ static int fsm_snapshot(struct raft_fsm *rf,
     if (f->may_snapshot != NULL && !f->may_snapshot(f->arg)) {
         return RAFT_BUSY; /* not now: raft retries after a later entry */
     }
+    /* The copy, here or on another thread later, must hold every entry
+     * up to the snapshot's index. */
+    fsm_flush(f);
     struct raft_buffer *b = raft_malloc(sizeof *b);
     if (b == NULL) {
         return RAFT_NOMEM;
@@ -178,7 +204,7 @@ static int fsm_snapshot(struct raft_fsm *rf,
             memcpy(b->base, FSM_PLACEHOLDER_MAGIC, 8); /* NOLINT: 8 bytes */
         }
     } else {
-        rc = fsm_snapshot_copy(f->store, b);
+        rc = fsm_snapshot_copy(f->store, raft_last_applied(f->raft), b);
     }
     if (rc != 0) {
         raft_free(b);
@@ -203,6 +229,7 @@ static int fsm_restore(struct raft_fsm *rf, struct raft_buffer *buf)
         return RAFT_MALFORMED;
     }
     uint64_t index = record_get_be64(h + 8);
+    fsm_flush(f);
     rc = store_read_begin(f->store, &r);
     if (rc == 0) {
         rc = store_read_meta(r, &m);
@@ -308,6 +335,9 @@ int fsm_init(struct fsm *f, struct store *store)
 
 void fsm_close(struct fsm *f)
 {
+    if (f->store != NULL) {
+        fsm_flush(f);
+    }
     free(f->scratch);
     f->scratch = NULL;
     f->scratch_len = 0;

@@ -2,10 +2,21 @@
  * fsm.h - the Raft state machine: the store, applied by Raft index.
  *
  * Each committed entry is a packed Command (proto/codec.h); the FSM decodes
- * it and applies it with store_apply() at index raft_last_applied() + 1 (the
- * index libraft is applying), so an entry already in the store (replayed
- * after a restart) is skipped.  Business errors are per-op results, never a
- * failure of apply: a failing apply would stall replication.
+ * it and applies it with store_apply_group() at index raft_last_applied() +
+ * 1 (the index libraft is applying), so an entry already in the store
+ * (replayed after a restart) is skipped.  Business errors are per-op
+ * results, never a failure of apply: a failing apply would stall
+ * replication.
+ *
+ * Group commit: the entries raft applies are written into one open LMDB
+ * transaction (storage/store.h), committed by fsm_flush() (and after
+ * FSM_GROUP_ENTRIES entries, before a snapshot or a restore).  Until then
+ * they are invisible to other threads' read views, so the owner calls
+ * fsm_flush() before anything learns that they were applied: before a
+ * client is answered, a barrier's waiters are served, or watches read.  A
+ * read view begun on the loop thread commits the group itself.  The
+ * applied index is written in the same transaction as the data, so a crash
+ * before the commit loses whole entries, which raft replays.
  *
  * Results reach the proposer without raft's result pointer (dropped on
  * followers): before an entry is applied, the FSM asks results_for(index)
@@ -88,15 +99,30 @@ int fsm_apply_failed_keeps_buffer(int raft_rv);
 int fsm_is_placeholder(const struct raft_buffer *buf);
 
 /*
- * Make a snapshot of the store's current state into *out (raft_malloc).
- * Any thread may call it (LMDB readers).  The state may be newer than the
- * snapshot's index: apply is idempotent by index and every applied entry
- * is committed, so replaying the entries after the index is harmless.
+ * Make a snapshot of the store's current state into *out (raft_malloc),
+ * for raft's snapshot at index: every entry up to it must be applied and
+ * committed (fsm_flush) before.  Any thread may call it (LMDB readers).
+ * The state may be newer than index: apply is idempotent by index and
+ * every applied entry is committed, so replaying the entries after index
+ * is harmless.  The header records the later of index and the store's
+ * applied index, so that a node restoring it does not take its own empty
+ * store for a newer state (a snapshot of a restored backup is taken before
+ * any command entry reached the store).
  */
-int fsm_snapshot_copy(struct store *store, struct raft_buffer *out);
+int fsm_snapshot_copy(struct store *store,
+                      uint64_t index,
+                      struct raft_buffer *out);
+
+/*
+ * Commit the entries applied since the last flush (a no-op when there are
+ * none).  A failure is fatal (f->fatal): entries raft counts as applied
+ * are lost.  The thread that applies (the loop) only.
+ */
+void fsm_flush(struct fsm *f);
 
 /* No I/O.  The callbacks and arg are set by the caller afterwards. */
 int fsm_init(struct fsm *f, struct store *store);
+/* Commits what is left (fsm_flush) and frees the FSM's memory. */
 void fsm_close(struct fsm *f);
 
 #endif

@@ -38,6 +38,7 @@
 #include "../lib/err.h"
 #include "../lib/fdio.h"
 #include "../lib/log.h"
+#include "bootmark.h"
 #include "client.h"
 #include "metrics.h"
 #include "raft_version.h"
@@ -227,6 +228,15 @@ const char *server__live_leader_api(struct server *s)
 
 /* --- fatal errors -------------------------------------------------------- */
 
+static void boot_mark_path(struct server *s, char *buf, size_t len)
+{
+    snprintf(buf, len, "%s/state.boot", s->cfg.data_dir);
+}
+
+/* How often an unflushed store is flushed in the background: to learn of a
+ * disk that lost writes (only a flush reports it), not for durability. */
+#define STORE_SYNC_MS 30000
+
 static void fsm_fatal(void *arg, int err)
 {
     struct server *s = arg;
@@ -241,12 +251,57 @@ static void fsm_fatal(void *arg, int err)
     _exit(70);
 }
 
+static void store_sync_work(uv_work_t *w)
+{
+    struct server *s = w->data;
+    s->sync_rc = store_sync(s->store);
+}
+
+static void store_sync_done(uv_work_t *w, int status)
+{
+    struct server *s = w->data;
+    s->sync_busy = 0;
+    if (status == 0 && s->sync_rc != 0) {
+        /* Written pages the disk did not keep: the store on disk is not
+         * what the node served from memory.  Rebuild it at the next start
+         * (even within this boot), and stop now. */
+        char mark[300];
+        boot_mark_path(s, mark, sizeof mark);
+        log_error("server", "flushing the store failed: %s",
+                  cd_strerror(s->sync_rc));
+        bootmark_poison(mark);
+        fsm_fatal(s, s->sync_rc);
+    }
+    server__maybe_stopped(s);
+}
+
+void server__store_tick(struct server *s)
+{
+    uint64_t now = uv_now(s->loop);
+    if (!s->store_unsynced || s->sync_busy || s->stopping) {
+        return;
+    }
+    if (s->last_sync_ms == 0) {
+        s->last_sync_ms = now;
+    }
+    if (now - s->last_sync_ms < STORE_SYNC_MS) {
+        return;
+    }
+    s->last_sync_ms = now;
+    s->sync_work.data = s;
+    if (uv_queue_work(s->loop, &s->sync_work, store_sync_work,
+                      store_sync_done) == 0) {
+        s->sync_busy = 1;
+    }
+}
+
 /* --- the leadership state machine ---------------------------------------- */
 
 static void lead_barrier_cb(struct raft_barrier *req, int status)
 {
     struct server *s = req->data;
     s->lead_barrier_busy = 0;
+    fsm_flush(&s->fsm);
     if (status != 0 || s->lead != LEAD_LEADING ||
         raft_state(&s->raft) != RAFT_LEADER) {
         return;
@@ -290,6 +345,9 @@ static void lead_transition(struct server *s)
 static void prepare_cb(uv_prepare_t *h)
 {
     struct server *s = h->data;
+    /* Entries applied by timers (before the check handle) commit here,
+     * before raft's prepare handle answers their proposers. */
+    fsm_flush(&s->fsm);
     lead_transition(s);
     transfer_progress(s);
     server__vip_check(s);
@@ -473,19 +531,91 @@ int server_init(struct server **out,
     return 0;
 }
 
+static void base_marker_path(struct server *s, char *buf, size_t len);
+
+/*
+ * The store commits without flushing: the Raft log in front of it is the
+ * write-ahead log, and raft's snapshot plus the log after it rebuild the
+ * store (docs/storage.md has the argument).  A process crash loses nothing
+ * (the page cache keeps every commit); after a machine stopped while the
+ * store had unflushed writes (the boot mark names another boot), the store
+ * is removed here and raft rebuilds it from its snapshot and log as the
+ * node starts.  The store flushes every commit instead while the boot
+ * cannot be told (no boot id) and while it holds a restored backup that no
+ * raft snapshot holds yet (base_pending): nothing could rebuild it.
+ */
+static int prepare_store(struct server *s, const char *path, int *unsynced)
+{
+    char mark[300], base[300], boot[64];
+    *unsynced = 0;
+    boot_mark_path(s, mark, sizeof mark);
+    base_marker_path(s, base, sizeof base);
+    int trusted = 1;
+    int rc = bootmark_check(mark, &trusted);
+    if (rc != 0) {
+        log_error("server", "cannot read %s: %s", mark, strerror(-rc));
+        return rc;
+    }
+    if (!trusted && access(path, F_OK) == 0) {
+        log_warn("server",
+                 "the machine stopped while the store had unflushed writes "
+                 "(%s): removing it; raft rebuilds it from its snapshot and "
+                 "log",
+                 mark);
+        char lock[310];
+        snprintf(lock, sizeof lock, "%s-lock", path);
+        if (unlink(path) != 0 || (unlink(lock) != 0 && errno != ENOENT)) {
+            rc = -errno;
+            log_error("server", "cannot remove %s: %s", path, strerror(-rc));
+            return rc;
+        }
+    }
+    if (access(base, F_OK) == 0) {
+        return 0; /* base_pending: armed once the base is logged */
+    }
+    if ((rc = bootmark_boot_id(boot, sizeof boot)) != 0) {
+        log_warn("server",
+                 "cannot read the boot id (%s): the store flushes every "
+                 "commit",
+                 strerror(-rc));
+        return 0;
+    }
+    if ((rc = bootmark_arm(mark)) != 0) {
+        log_error("server", "cannot write %s: %s", mark, strerror(-rc));
+        return rc;
+    }
+    *unsynced = 1;
+    return 0;
+}
+
 static int open_store(struct server *s)
 {
     char path[300];
     struct store_config sc;
+    int unsynced;
     snprintf(path, sizeof path, "%s/state.mdb", s->cfg.data_dir);
+    int rc = prepare_store(s, path, &unsynced);
+    if (rc != 0) {
+        return rc;
+    }
     store_config_init(&sc, path);
     sc.map_size = s->cfg.map_size;
-    /* The Raft log in front replays whatever a power loss undoes. */
-    sc.durability = STORE_DURABLE_DEFERRED;
-    int rc = store_open(&sc, &s->store);
+    /* Unflushed, or one flush per commit: either way the Raft log in front
+     * replays whatever a crash undid. */
+    sc.durability = unsynced ? STORE_DURABLE_NONE : STORE_DURABLE_DEFERRED;
+    s->store_unsynced = unsynced;
+    rc = store_open(&sc, &s->store);
     if (rc != 0) {
         log_error("server", "cannot open the store %s: %s (%s)", path,
                   cd_strerror(rc), cd_errname(rc));
+        return rc;
+    }
+    if (!unsynced && store_sync(s->store) == 0) {
+        /* Whatever an earlier run left unflushed is on disk now, and every
+         * commit of this run is flushed: the store survives any reboot. */
+        char mark[300];
+        boot_mark_path(s, mark, sizeof mark);
+        bootmark_clean(mark);
     }
     return rc;
 }
@@ -595,21 +725,30 @@ struct snapshot_job
 
 static void close_all(struct server *s);
 
+static void base_logged(struct server *s);
+
 static void snapshot_put_done(struct raft_io_snapshot_put *put, int status)
 {
     struct snapshot_job *job = put->data;
     metrics_observe_snapshot(job->s->metrics, job->buf.len,
                              (double)(uv_hrtime() - job->started_ns) / 1e9,
                              status == 0);
+    struct server *s = job->s;
+    int logged = status == 0 && s->base_pending && job->snap.index >= 2;
     raft_free(job->buf.base);
+    /* raft drops the log's prefix in its callback, with the trailing
+     * setting of that moment: a restored base is declared logged after. */
     job->raft_cb(job->raft_req, status);
     free(job);
+    if (logged) {
+        base_logged(s);
+    }
 }
 
 static void snapshot_copy_work(uv_work_t *w)
 {
     struct snapshot_job *job = w->data;
-    job->rc = fsm_snapshot_copy(job->s->store, &job->buf);
+    job->rc = fsm_snapshot_copy(job->s->store, job->snap.index, &job->buf);
 }
 
 static void snapshot_copy_done(uv_work_t *w, int status)
@@ -727,6 +866,90 @@ static int check_raft_address(struct server *s)
     return rc;
 }
 
+/* fsync a directory, so that a file created or removed in it stays so. */
+static int sync_dir(const char *dir)
+{
+    int fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (fd < 0) {
+        return -errno;
+    }
+    int rc = fsync(fd) == 0 ? 0 : -errno;
+    close(fd);
+    return rc;
+}
+
+static void base_marker_path(struct server *s, char *buf, size_t len)
+{
+    snprintf(buf, len, "%s/restored", s->cfg.data_dir);
+}
+
+/*
+ * A store restored from a backup holds what no Raft entry carries, until a
+ * snapshot of it is persisted: joiners that replay the log from index 1
+ * would miss it (and differ from this node for good), and so would a store
+ * rebuilt from raft's snapshot and log.  Until then: snapshot after every
+ * entry, keep one trailing entry, and refuse joins (member_change in
+ * api.c).  A snapshot at index 2 or later then drops entry 1 from the log,
+ * so that a joiner must install the snapshot.  (Trailing 0 is no option:
+ * libraft's uv backend takes it for an installed snapshot and moves its
+ * next append index back.)
+ */
+static void base_pending_start(struct server *s)
+{
+    s->base_pending = 1;
+    raft_set_snapshot_threshold(&s->raft, 1);
+    raft_set_snapshot_trailing(&s->raft, 1);
+    log_info("server",
+             "the store holds a restored backup: snapshotting it before "
+             "parents may join");
+}
+
+/* The first snapshot of the restored state is persisted. */
+static void base_logged(struct server *s)
+{
+    char path[300];
+    base_marker_path(s, path, sizeof path);
+    if (unlink(path) != 0 && errno != ENOENT) {
+        log_warn("server", "cannot remove %s: %s", path, strerror(errno));
+        return; /* try again after the next snapshot */
+    }
+    sync_dir(s->cfg.data_dir);
+    s->base_pending = 0;
+    raft_set_snapshot_threshold(&s->raft, s->cfg.snapshot_threshold);
+    raft_set_snapshot_trailing(&s->raft, s->cfg.snapshot_trailing);
+    log_info("server", "the restored state is in a raft snapshot: joins open");
+    /* Raft can rebuild the store now: it may stop flushing (open_store). */
+    char mark[300], boot[64];
+    boot_mark_path(s, mark, sizeof mark);
+    if (bootmark_boot_id(boot, sizeof boot) == 0 && bootmark_arm(mark) == 0 &&
+        store_set_durability(s->store, STORE_DURABLE_NONE) == 0) {
+        s->store_unsynced = 1;
+    }
+}
+
+/*
+ * Before a backup is restored (and before the store opens, so that it
+ * flushes every commit: open_store): <data>/restored, durably, so that
+ * a crash after the restore does not forget that the state is not in the
+ * log yet.
+ */
+static int mark_base_pending(struct server *s)
+{
+    char marker[300];
+    base_marker_path(s, marker, sizeof marker);
+    int mfd = open(marker, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+    if (mfd < 0 || fsync(mfd) != 0 || sync_dir(s->cfg.data_dir) != 0) {
+        int e = -errno;
+        log_error("server", "cannot create %s: %s", marker, strerror(-e));
+        if (mfd >= 0) {
+            close(mfd);
+        }
+        return e;
+    }
+    close(mfd);
+    return 0;
+}
+
 /*
  * A new cluster from a backup: the store takes the backup's state, then
  * forgets the old cluster's Raft index, since this cluster's log starts
@@ -746,6 +969,9 @@ static int restore_backup(struct server *s)
     close(fd);
     if (rc == 0) {
         rc = store_reset_index(s->store);
+    }
+    if (rc == 0) {
+        rc = store_sync(s->store);
     }
     if (rc != 0) {
         log_error("server", "restoring %s failed: %s (%s)", s->cfg.restore,
@@ -844,6 +1070,11 @@ static int start_raft(struct server *s, int bootstrap)
             return CD_ERAFT;
         }
     }
+    char marker[300];
+    base_marker_path(s, marker, sizeof marker);
+    if (access(marker, F_OK) == 0) {
+        base_pending_start(s);
+    }
     rv = raft_start(&s->raft);
     if (rv != 0) {
         log_error("server", "raft start: %s", raft_errmsg(&s->raft));
@@ -941,6 +1172,10 @@ int server_start(struct server *s)
                  " restarting; --bootstrap/--join ignored",
                  s->id, s->cluster_id);
     }
+    if (bootstrap && s->cfg.restore[0] != '\0' &&
+        (rc = mark_base_pending(s)) != 0) {
+        return rc;
+    }
     if ((rc = open_store(s)) != 0) {
         return rc;
     }
@@ -1012,12 +1247,16 @@ static void handle_closed_cb(uv_handle_t *h)
 void server__maybe_stopped(struct server *s)
 {
     if (!s->stopping || s->raft_inited || s->handles_open > 0 ||
-        s->conns != NULL || s->stopped) {
+        s->conns != NULL || s->stopped || s->sync_busy) {
         return;
     }
     s->stopped = 1;
-    if (s->store != NULL) {
-        store_sync(s->store);
+    if (s->store != NULL && store_sync(s->store) == 0 && s->store_unsynced) {
+        /* Everything is on disk: the next start may trust the store even
+         * after a reboot. */
+        char mark[300];
+        boot_mark_path(s, mark, sizeof mark);
+        bootmark_clean(mark);
     }
     if (s->stop_cb != NULL) {
         s->stop_cb(s);

@@ -86,6 +86,25 @@ struct server
                     raft_io_tick_cb tick,
                     raft_io_recv_cb recv);
     struct stagger stagger;
+    /*
+     * The store holds a state the Raft log cannot rebuild (a backup
+     * restored into a new cluster) until a snapshot of it is persisted:
+     * <data>/restored says so across restarts.  Meanwhile raft snapshots
+     * at once and keeps no trailing entries, and parents may not join
+     * (they would replay the log from index 1 without the backup).
+     */
+    int base_pending;
+    /*
+     * The store commits without flushing (docs/storage.md): <data>/
+     * state.boot says which boot may hold unflushed writes of it.  A flush
+     * runs on libuv's thread pool every STORE_SYNC_MS (to learn of a disk
+     * that lost writes); sync_busy while it runs.
+     */
+    int store_unsynced;
+    int sync_busy;
+    uint64_t last_sync_ms;
+    uv_work_t sync_work;
+    int sync_rc;
 
     /* Leadership. */
     uv_prepare_t prepare;
@@ -186,6 +205,7 @@ struct server
 
 /* server.c */
 uint64_t server__wall_ms(void);
+void server__store_tick(struct server *s); /* each housekeeping tick */
 int server__raft_err(int rv);
 void server__member_key(char *buf, size_t len, uint64_t id);
 int server__member_api(struct server *s, uint64_t id, char *out, size_t len);

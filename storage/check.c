@@ -332,6 +332,7 @@ int store_check(struct store *s, char *why, size_t why_len)
     if (why != NULL && why_len > 0) {
         why[0] = '\0';
     }
+    store__settle(s);
     if ((rc = mdb_txn_begin(s->env, NULL, MDB_RDONLY, &txn)) != 0) {
         return store__lmdb_err(rc);
     }

@@ -61,6 +61,7 @@ int store_snapshot(struct store *s, int fd, struct store_snapshot_info *info)
     int pfd[2];
     int rc;
 
+    store__settle(s);
     memcpy(head, SNAP_MAGIC, 8);
     record_put_be32(head + 8, SNAP_VERSION);
     if ((rc = fd_write_all(fd, head, sizeof head)) != 0) {
@@ -410,6 +411,7 @@ int store_restore(struct store *s, int fd, struct store_snapshot_info *info)
     if ((rc = snap_open(side, info->bytes, &e, &info->meta)) != 0) {
         goto out;
     }
+    store__settle(s);
     if ((rc = mdb_txn_begin(s->env, NULL, 0, &txn)) != 0) {
         rc = store__lmdb_err(rc);
         snap_close(&e);

@@ -20,6 +20,7 @@
 #include <string.h>
 #include <sys/stat.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "../lib/err.h"
 
@@ -255,6 +256,8 @@ void store_close(struct store *s)
     if (s == NULL) {
         return;
     }
+    /* The group's entries were applied: keep them. */
+    store__settle(s);
     mdb_env_close(s->env);
     free(s->scratch);
     free(s->path);
@@ -266,7 +269,46 @@ int store_sync(struct store *s)
     if (s->cfg.read_only) {
         return 0;
     }
+    store__settle(s);
     return store__lmdb_err(mdb_env_sync(s->env, 1));
+}
+
+int store_set_durability(struct store *s, enum store_durability d)
+{
+    const unsigned all = MDB_NOSYNC | MDB_NOMETASYNC;
+    unsigned flags;
+    switch (d) {
+        case STORE_DURABLE_EACH:
+            flags = 0;
+            break;
+        case STORE_DURABLE_DEFERRED:
+            flags = MDB_NOMETASYNC;
+            break;
+        case STORE_DURABLE_NONE:
+            flags = MDB_NOSYNC;
+            break;
+        default:
+            return CD_ECONFIG;
+    }
+    if (s->cfg.read_only) {
+        return -EROFS;
+    }
+    store__settle(s);
+    if (d != STORE_DURABLE_NONE && s->cfg.durability == STORE_DURABLE_NONE) {
+        int rc = store__lmdb_err(mdb_env_sync(s->env, 1));
+        if (rc != 0) {
+            return rc;
+        }
+    }
+    int rc = mdb_env_set_flags(s->env, all, 0);
+    if (rc == 0 && flags != 0) {
+        rc = mdb_env_set_flags(s->env, flags, 1);
+    }
+    if (rc != 0) {
+        return store__lmdb_err(rc);
+    }
+    s->cfg.durability = d;
+    return 0;
 }
 
 static int set_local_meta(struct store *s, const char *name, uint64_t v)
@@ -276,6 +318,7 @@ static int set_local_meta(struct store *s, const char *name, uint64_t v)
     if (s->cfg.read_only) {
         return -EROFS;
     }
+    store__settle(s);
     if ((rc = mdb_txn_begin(s->env, NULL, 0, &txn)) != 0) {
         return store__lmdb_err(rc);
     }
@@ -913,18 +956,24 @@ static int apply_op(struct apply_ctx *c,
 
 #define APPLY_RETRY_NESTED 1
 
+/*
+ * Apply a batch in its own transaction, or, with group set, in the group's
+ * open transaction, which is then neither committed nor aborted here: on
+ * an error the caller aborts the group.
+ */
 static int apply_txn(struct store *s,
                      const struct cd_batch *b,
                      uint64_t raft_index,
                      struct cd_result *results,
-                     int nested)
+                     int nested,
+                     MDB_txn *group)
 {
     struct apply_ctx c = {.s = s, .time_ms = b->time_ms};
     struct store_meta m;
-    MDB_txn *parent;
+    MDB_txn *parent = group;
     int rc;
 
-    if ((rc = mdb_txn_begin(s->env, NULL, 0, &parent)) != 0) {
+    if (group == NULL && (rc = mdb_txn_begin(s->env, NULL, 0, &parent)) != 0) {
         return store__lmdb_err(rc);
     }
     if ((rc = store__meta_read(parent, s, &m)) != 0) {
@@ -994,13 +1043,15 @@ static int apply_txn(struct store *s,
          (rc = store__meta_put(parent, s, META_UPDATED, b->time_ms)) != 0)) {
         goto abort;
     }
-    if ((rc = mdb_txn_commit(parent)) != 0) {
+    if (group == NULL && (rc = mdb_txn_commit(parent)) != 0) {
         return store__lmdb_err(rc);
     }
     return 0;
 
 abort:
-    mdb_txn_abort(parent);
+    if (group == NULL) {
+        mdb_txn_abort(parent);
+    }
     return rc;
 }
 
@@ -1016,7 +1067,8 @@ int store_apply(struct store *s,
     if (s->cfg.read_only) {
         return -EROFS;
     }
-    int rc = apply_txn(s, batch, raft_index, results, 0);
+    store__settle(s);
+    int rc = apply_txn(s, batch, raft_index, results, 0, NULL);
     if (rc == APPLY_RETRY_NESTED) {
         if (raft_index != 0) {
             /*
@@ -1029,9 +1081,94 @@ int store_apply(struct store *s,
              */
             return CD_EMAPFULL;
         }
-        rc = apply_txn(s, batch, raft_index, results, 1);
+        rc = apply_txn(s, batch, raft_index, results, 1, NULL);
     }
     return rc;
+}
+
+/* --- group commit -------------------------------------------------------- */
+
+static void group_end(struct store *s)
+{
+    s->group = NULL;
+    s->group_entries = 0;
+    atomic_store_explicit(&s->group_tid, 0, memory_order_relaxed);
+}
+
+int store_apply_group(struct store *s,
+                      const struct cd_batch *batch,
+                      uint64_t raft_index,
+                      struct cd_result *results)
+{
+    if (s == NULL || batch == NULL || raft_index == 0 ||
+        (batch->n_ops > 0 && (batch->ops == NULL || results == NULL))) {
+        return -EINVAL;
+    }
+    if (s->cfg.read_only) {
+        return -EROFS;
+    }
+    int tid = (int)gettid();
+    int owner = atomic_load_explicit(&s->group_tid, memory_order_relaxed);
+    if (owner != 0 && owner != tid) {
+        return -EBUSY; /* another thread's group: see store.h */
+    }
+    if (s->group_err != 0) {
+        return s->group_err;
+    }
+    if (s->group == NULL) {
+        int rc = mdb_txn_begin(s->env, NULL, 0, &s->group);
+        if (rc != 0) {
+            s->group = NULL;
+            return store__lmdb_err(rc);
+        }
+        atomic_store_explicit(&s->group_tid, tid, memory_order_relaxed);
+    }
+    int rc = apply_txn(s, batch, raft_index, results, 0, s->group);
+    if (rc == 0) {
+        s->group_entries++;
+        return 0;
+    }
+    if (rc == -EALREADY) {
+        return rc; /* nothing was written: the group goes on */
+    }
+    /* The entry may be half written: the whole group goes.  A replicated
+     * entry that does not fit fails as a whole, as in store_apply. */
+    mdb_txn_abort(s->group);
+    group_end(s);
+    return rc == APPLY_RETRY_NESTED ? CD_EMAPFULL : rc;
+}
+
+int store_group_commit(struct store *s)
+{
+    int owner = atomic_load_explicit(&s->group_tid, memory_order_relaxed);
+    if (owner != 0 && owner != (int)gettid()) {
+        return -EBUSY;
+    }
+    if (s->group_err != 0) {
+        return s->group_err;
+    }
+    if (s->group == NULL) {
+        return 0;
+    }
+    int rc = store__lmdb_err(mdb_txn_commit(s->group));
+    group_end(s);
+    if (rc != 0) {
+        s->group_err = rc;
+    }
+    return rc;
+}
+
+size_t store_group_entries(const struct store *s)
+{
+    return s->group_entries;
+}
+
+void store__settle(struct store *s)
+{
+    if (atomic_load_explicit(&s->group_tid, memory_order_relaxed) ==
+        (int)gettid()) {
+        store_group_commit(s); /* an error stays in group_err */
+    }
 }
 
 /* --- a child's cache: applying the parents' changes ----------------------- */
@@ -1099,6 +1236,7 @@ int store_apply_changes(struct store *s,
     if (s->cfg.read_only) {
         return -EROFS;
     }
+    store__settle(s);
     /* The order is checked before anything is written: history is
      * appended, so a change out of order would read as corruption. */
     for (size_t i = 0; i < n; i++) {
@@ -1237,6 +1375,7 @@ int store_read_begin(struct store *s, struct store_read **out)
         return -ENOMEM;
     }
     r->s = s;
+    store__settle(s);
     int rc = mdb_txn_begin(s->env, NULL, MDB_RDONLY, &r->txn);
     if (rc != 0) {
         free(r);
@@ -1253,6 +1392,7 @@ void store_read_reset(struct store_read *r)
 
 int store_read_renew(struct store_read *r)
 {
+    store__settle(r->s);
     return store__lmdb_err(mdb_txn_renew(r->txn));
 }
 

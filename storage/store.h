@@ -22,7 +22,8 @@
  * (store_apply and its wrappers, store_restore, store_set_*) are serialised
  * by LMDB's writer lock; read views are independent (LMDB readers never
  * block writers).  A read view must be ended on the thread that uses it, but
- * it may be begun on one thread and used on another (MDB_NOTLS).
+ * it may be begun on one thread and used on another (MDB_NOTLS).  An open
+ * group (store_apply_group) belongs to the thread that opened it: see there.
  *
  * Errors: 0, or a negative code from lib/err.h.  Every error leaves the store
  * as it was before the call: LMDB transactions are all or nothing.
@@ -56,8 +57,12 @@ enum store_durability {
      */
     STORE_DURABLE_DEFERRED = 1,
     /*
-     * Nothing is flushed (MDB_NOSYNC): for throwaway stores only (tests,
-     * fuzzing).  A system crash can corrupt such a store.
+     * Nothing is flushed (MDB_NOSYNC): commits reach the page cache only.
+     * A process crash loses nothing; a system crash (power loss, kernel
+     * panic) can undo any commits and corrupt the store undetectably.  For
+     * throwaway stores (tests, fuzzing), and for owners that can tell an
+     * unclean system stop and then rebuild the store from elsewhere (a
+     * parent: from raft's snapshot and log, see docs/storage.md).
      */
     STORE_DURABLE_NONE = 2,
 };
@@ -112,6 +117,43 @@ int store_apply(struct store *s,
                 uint64_t raft_index,
                 struct cd_result *results);
 
+/*
+ * Group commit: store_apply() for replicated entries (raft_index != 0),
+ * many entries to one LMDB transaction.  The first call opens a write
+ * transaction that later calls join, and store_group_commit() commits them
+ * all at once; each entry is applied and recorded exactly as store_apply()
+ * would (results, revisions, the applied index, -EALREADY for an index
+ * already applied, which leaves the group as it was).
+ *
+ * The group belongs to the thread that opened it, and until it commits it
+ * holds LMDB's writer lock and is invisible to every read view.  On that
+ * thread, every other call that begins a transaction (a read view, its
+ * renewal, another write, a snapshot, store_check, store_sync,
+ * store_close) commits the group first, so that the thread sees all it
+ * applied and never waits for a lock it holds itself.  Other threads see
+ * the state before the group; their writes wait until it commits; their
+ * store_apply_group() and store_group_commit() calls fail with -EBUSY.
+ *
+ * Errors of store_apply_group: those of store_apply, and -EBUSY.  Any of
+ * them but -EALREADY, -EINVAL, -EROFS and -EBUSY aborts the group: every
+ * entry applied in it since the last commit is undone (an entry may fail
+ * half written, as when it does not fit in the map: CD_EMAPFULL).
+ *
+ * store_group_commit() with no open group returns 0.  If a commit fails
+ * (an implicit one too), the group's entries are lost although their
+ * caller took them as applied: the error is sticky, every later
+ * store_apply_group() and store_group_commit() returns it, and the caller
+ * must stop using the store.  Errors: -EIO and other -errno, CD_EMAPFULL,
+ * CD_ELMDB, -EBUSY.
+ */
+int store_apply_group(struct store *s,
+                      const struct cd_batch *batch,
+                      uint64_t raft_index,
+                      struct cd_result *results);
+int store_group_commit(struct store *s);
+/* Entries applied in the open group (0: none open).  Owner thread only. */
+size_t store_group_entries(const struct store *s);
+
 /* One-op wrappers around store_apply(..., raft_index 0, ...) for local
  * writes (tools, tests, a child's own records): the batch time is this
  * node's wall clock.  They return the op's status.  rev / n_deleted may be
@@ -158,8 +200,19 @@ int store_apply_changes(struct store *s,
                         uint64_t compact_rev,
                         uint64_t time_ms);
 
-/* Flush everything committed so far to disk (for STORE_DURABLE_DEFERRED). */
+/* Flush everything committed so far to disk (for STORE_DURABLE_DEFERRED
+ * and NONE).  Any thread; on the thread of an open group, the group
+ * commits first.  Errors: -EIO and other -errno of fdatasync(2). */
 int store_sync(struct store *s);
+
+/*
+ * Change the durability of the commits that follow.  A change to a mode
+ * that flushes first flushes what was committed before, so that the new
+ * mode's promise holds for the whole store.  The caller's open group
+ * commits first.  Call it while no other thread writes.
+ * Errors: CD_ECONFIG (unknown mode), -EROFS, those of store_sync.
+ */
+int store_set_durability(struct store *s, enum store_durability d);
 
 /* Node-local metadata, not replicated through batches. */
 int store_set_cluster_id(struct store *s, uint64_t cluster_id);

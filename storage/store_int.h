@@ -5,6 +5,7 @@
 #define CD_STORE_INT_H
 
 #include <lmdb.h>
+#include <stdatomic.h>
 
 #include "record.h"
 #include "store.h"
@@ -43,6 +44,17 @@ struct store
     /* Encoding buffer for apply; used only under LMDB's writer lock. */
     uint8_t *scratch;
     size_t scratch_len;
+    /*
+     * The open group (store_apply_group): its write transaction, and the
+     * thread that owns it.  group_tid is the only field another thread
+     * reads (to learn that the group is not its own); the others belong to
+     * the owner.  group_err is sticky: a group that failed to commit lost
+     * entries its caller counts as applied.
+     */
+    MDB_txn *group;
+    atomic_int group_tid; /* gettid() of the owner; 0: no group */
+    size_t group_entries;
+    int group_err;
 };
 
 struct store_read
@@ -50,6 +62,14 @@ struct store_read
     struct store *s;
     MDB_txn *txn;
 };
+
+/*
+ * Called by every entry point that begins a transaction of its own: on the
+ * thread that owns an open group, commit the group first, so that this
+ * thread's reads see everything it applied and its writes do not wait for
+ * a writer lock it holds itself.  Elsewhere a no-op.
+ */
+void store__settle(struct store *s);
 
 /* Translate an LMDB return code into a project code. */
 int store__lmdb_err(int rc);

@@ -602,6 +602,10 @@ static int checked_apply(struct raft_fsm *rf,
     }
     struct store_meta before = meta_of(c, nd->store);
     int rv = nd->fsm_apply(rf, buf, result);
+    /* The server commits the applied entries before anything reads them
+     * (fsm.h); reading the meta here would commit the group anyway, and a
+     * failed commit must count as the node's failure, as in the server. */
+    fsm_flush(&nd->fsm);
     if (nd->failed) {
         return rv; /* fatal: the store is left as it was before the entry */
     }

@@ -7,6 +7,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <lmdb.h>
+#include <pthread.h>
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -684,6 +685,213 @@ static void test_apply_index_and_batch(void **state)
     check_ok(f->s);
 }
 
+/* What another thread sees of f->s while this one holds a group. */
+struct other_view
+{
+    struct store *s;
+    int write; /* also try to apply (index 99) and commit */
+    struct store_meta m;
+    int read_rc, apply_rc, commit_rc;
+};
+
+static void *other_thread(void *arg)
+{
+    struct other_view *v = arg;
+    struct store_read *r;
+    struct cd_op op = {.type = CD_OP_PUT, .key = {S("/o")}, .value = {S("o")}};
+    struct cd_result res;
+    struct cd_batch b = {.time_ms = 1, .ops = &op, .n_ops = 1};
+    v->read_rc = store_read_begin(v->s, &r);
+    if (v->read_rc == 0) {
+        v->read_rc = store_read_meta(r, &v->m);
+        store_read_end(r);
+    }
+    if (v->write) {
+        v->apply_rc = store_apply_group(v->s, &b, 99, &res);
+        v->commit_rc = store_group_commit(v->s);
+    }
+    return NULL;
+}
+
+static struct other_view seen_by_other_thread(struct store *s, int write)
+{
+    struct other_view v = {.s = s, .write = write};
+    pthread_t t;
+    assert_int_equal(pthread_create(&t, NULL, other_thread, &v), 0);
+    pthread_join(t, NULL);
+    return v;
+}
+
+static void test_group_commit(void **state)
+{
+    struct fx *f = *state;
+    struct cd_result res[2];
+    struct cd_op ops[2] = {
+        {.type = CD_OP_PUT, .key = {S("/a")}, .value = {S("1")}},
+        {.type = CD_OP_PUT, .key = {S("/b")}, .value = {S("2")}},
+    };
+    struct cd_batch b = {.time_ms = 1700000000000ULL, .ops = ops, .n_ops = 2};
+
+    assert_rc(store_group_commit(f->s), 0); /* none open: nothing to do */
+    assert_int_equal(store_group_entries(f->s), 0);
+    assert_rc(store_apply_group(f->s, &b, 0, res), -EINVAL);
+    assert_rc(store_apply_group(f->s, &b, 10, res), 0);
+    assert_int_equal(res[0].revision, 1);
+    assert_int_equal(res[1].revision, 2);
+    assert_rc(store_apply_group(f->s, &b, 11, res), 0);
+    assert_int_equal(res[1].revision, 4);
+    /* A replayed index inside the group is skipped and keeps the group. */
+    assert_rc(store_apply_group(f->s, &b, 11, res), -EALREADY);
+    assert_int_equal(store_group_entries(f->s), 2);
+
+    /* Other threads see the state before the group, and cannot use it. */
+    struct other_view v = seen_by_other_thread(f->s, 1);
+    assert_rc(v.read_rc, 0);
+    assert_int_equal(v.m.applied_index, 0);
+    assert_int_equal(v.m.revision, 0);
+    assert_rc(v.apply_rc, -EBUSY);
+    assert_rc(v.commit_rc, -EBUSY);
+
+    /* A read view on the owner's thread commits the group first. */
+    struct store_meta m = meta(f->s);
+    assert_int_equal(m.applied_index, 11);
+    assert_int_equal(m.revision, 4);
+    assert_int_equal(store_group_entries(f->s), 0);
+    v = seen_by_other_thread(f->s, 0);
+    assert_int_equal(v.m.applied_index, 11);
+
+    /* A local write on the owner's thread commits the group first too
+     * (instead of waiting for the writer lock the group holds). */
+    assert_rc(store_apply_group(f->s, &b, 12, res), 0);
+    assert_rc(store_put(f->s, S("/local"), S("x"), NULL), 0);
+    assert_int_equal(meta(f->s).revision, 7);
+    assert_int_equal(meta(f->s).applied_index, 12);
+
+    /* An explicit commit, then another thread's group once it is free. */
+    assert_rc(store_apply_group(f->s, &b, 13, res), 0);
+    assert_rc(store_group_commit(f->s), 0);
+    v = seen_by_other_thread(f->s, 1);
+    assert_int_equal(v.m.applied_index, 13);
+    assert_int_equal(v.m.revision, 9);
+    assert_rc(v.apply_rc, 0);
+    assert_rc(v.commit_rc, 0);
+    assert_int_equal(meta(f->s).applied_index, 99);
+    check_ok(f->s);
+}
+
+/*
+ * A group holds the same state as the same entries applied one by one:
+ * compare two stores fed the same entries, one with store_apply, one in
+ * groups of varied sizes.
+ */
+static void test_group_same_as_single(void **state)
+{
+    struct fx *f = *state;
+    struct store_config cfg;
+    struct store *one;
+    char path[128];
+    snprintf(path, sizeof path, "%s/one.mdb", f->dir);
+    store_config_init(&cfg, path);
+    cfg.durability = STORE_DURABLE_NONE;
+    assert_rc(store_open(&cfg, &one), 0);
+
+    uint64_t index = 1;
+    for (int e = 0; e < 60; e++, index++) {
+        char key[3][16], val[3][16];
+        struct cd_op ops[3];
+        struct cd_result r1[3], r2[3];
+        for (int i = 0; i < 3; i++) {
+            snprintf(key[i], sizeof key[i], "/k/%d", (e * 7 + i * 13) % 20);
+            snprintf(val[i], sizeof val[i], "v%d.%d", e, i);
+            ops[i] = (struct cd_op){
+                .type = CD_OP_PUT, .key = {S(key[i])}, .value = {S(val[i])}};
+        }
+        if (e % 5 == 4) {
+            ops[1] = (struct cd_op){.type = CD_OP_DELETE, .key = {S(key[0])}};
+        }
+        if (e % 11 == 10) {
+            ops[2] =
+                (struct cd_op){.type = CD_OP_DELETE_PREFIX, .key = {S("/k/1")}};
+        }
+        struct cd_batch b = {
+            .time_ms = 1000 + (uint64_t)e, .ops = ops, .n_ops = 3};
+        assert_rc(store_apply(one, &b, index, r1), 0);
+        assert_rc(store_apply_group(f->s, &b, index, r2), 0);
+        for (int i = 0; i < 3; i++) {
+            assert_int_equal(r1[i].revision, r2[i].revision);
+            assert_int_equal(r1[i].n_deleted, r2[i].n_deleted);
+        }
+        if (e % 7 == 6) {
+            assert_rc(store_group_commit(f->s), 0);
+        }
+    }
+    assert_rc(store_group_commit(f->s), 0);
+    struct store_meta m1 = meta(one), m2 = meta(f->s);
+    assert_int_equal(m1.revision, m2.revision);
+    assert_int_equal(m1.applied_index, m2.applied_index);
+    assert_int_equal(m1.updated_ms, m2.updated_ms);
+    for (int k = 0; k < 20; k++) {
+        char key[16], v1[16] = "", v2[16] = "";
+        struct store_kv kv1 = {0}, kv2 = {0};
+        snprintf(key, sizeof key, "/k/%d", k);
+        int rc1 = get(one, key, v1, sizeof v1, &kv1);
+        assert_rc(get(f->s, key, v2, sizeof v2, &kv2), rc1);
+        assert_string_equal(v1, v2);
+        assert_int_equal(kv1.mod_rev, kv2.mod_rev);
+        assert_int_equal(kv1.create_rev, kv2.create_rev);
+        assert_int_equal(kv1.version, kv2.version);
+    }
+    check_ok(one);
+    check_ok(f->s);
+    store_close(one);
+}
+
+/* An entry that fails in a group undoes the whole group. */
+static void test_group_abort(void **state)
+{
+    struct fx *f = *state;
+    struct store_config cfg;
+    struct store *s;
+    char path[128];
+    static char val[4096];
+    snprintf(path, sizeof path, "%s/small.mdb", f->dir);
+    store_config_init(&cfg, path);
+    cfg.map_size = (size_t)1 << 20;
+    cfg.durability = STORE_DURABLE_NONE;
+    assert_rc(store_open(&cfg, &s), 0);
+    memset(val, 'v', sizeof val);
+
+    struct cd_op small = {
+        .type = CD_OP_PUT, .key = {S("/s")}, .value = {S("x")}};
+    struct cd_result res[400];
+    struct cd_batch b1 = {.time_ms = 1, .ops = &small, .n_ops = 1};
+    assert_rc(store_apply_group(s, &b1, 1, res), 0);
+    assert_rc(store_group_commit(s), 0);
+    assert_rc(store_apply_group(s, &b1, 2, res), 0);
+    assert_rc(store_apply_group(s, &b1, 3, res), 0);
+
+    struct cd_op huge[400];
+    char keys[400][16];
+    for (int i = 0; i < 400; i++) {
+        snprintf(keys[i], sizeof keys[i], "/h/%03d", i);
+        huge[i] = (struct cd_op){
+            .type = CD_OP_PUT, .key = {S(keys[i])}, .value = {val, sizeof val}};
+    }
+    struct cd_batch b2 = {.time_ms = 2, .ops = huge, .n_ops = 400};
+    assert_rc(store_apply_group(s, &b2, 4, res), CD_EMAPFULL);
+    assert_int_equal(store_group_entries(s), 0);
+    /* Entries 2 and 3 went with the group: the store is at entry 1. */
+    struct store_meta m = meta(s);
+    assert_int_equal(m.applied_index, 1);
+    assert_int_equal(m.revision, 1);
+    check_ok(s);
+    /* The store takes the lost entries again. */
+    assert_rc(store_apply_group(s, &b1, 2, res), 0);
+    assert_rc(store_group_commit(s), 0);
+    assert_int_equal(meta(s).applied_index, 2);
+    store_close(s);
+}
+
 static void test_dedup(void **state)
 {
     struct fx *f = *state;
@@ -1274,6 +1482,10 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_apply_changes, setup, teardown),
         cmocka_unit_test_setup_teardown(test_apply_index_and_batch, setup,
                                         teardown),
+        cmocka_unit_test_setup_teardown(test_group_commit, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_group_same_as_single, setup,
+                                        teardown),
+        cmocka_unit_test_setup_teardown(test_group_abort, setup, teardown),
         cmocka_unit_test_setup_teardown(test_dedup, setup, teardown),
         cmocka_unit_test_setup_teardown(test_logs, setup, teardown),
         cmocka_unit_test_setup_teardown(test_map_full, setup, teardown),
