@@ -19,10 +19,12 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "cluster/client.h"
 #include "lib/err.h"
+#include "lib/fdio.h"
 #include "storage/clusterd.h"
 
 enum {
@@ -2187,31 +2189,195 @@ static int leader_main(int argc, char **argv)
 
 static const char snapshot_help[] =
     "usage: clusterctl snapshot save FILE\n"
+    "       clusterctl snapshot verify FILE\n"
     "\n"
-    "Save a backup of the cluster's data to FILE ('-': stdout).  The file\n"
-    "appears only when complete (written as FILE.part, synced, renamed).\n"
-    "Check it with 'clusterd-store verify FILE'; restore it on a stopped\n"
-    "node with 'clusterd-store -d <data>/state.mdb restore FILE'.\n";
+    "save: write a backup of the cluster's data to FILE.  It is written as\n"
+    "FILE.part, synced, verified, then renamed, so FILE is never a partial\n"
+    "or damaged backup.  ('-' streams it to stdout, unverified.)\n"
+    "\n"
+    "verify: check a backup offline (no cluster needed): framing, length,\n"
+    "CRC-32, that the store inside opens, and its records; print its\n"
+    "cluster id, history epoch, revision, keys and size.  Exit status 0 if\n"
+    "it is sound, 1 if not (the message says what is wrong).\n"
+    "\n"
+    "Restore a backup into a new cluster with\n"
+    "'clusterd --bootstrap --restore FILE' (clusterd(8)).\n";
+
+/* "2026-12-06T04:00:00Z" for a time in ms since the epoch ("-" for 0). */
+static void fmt_utc(uint64_t ms, char *out, size_t len)
+{
+    time_t t = (time_t)(ms / 1000);
+    struct tm tm;
+
+    if (ms == 0 || gmtime_r(&t, &tm) == NULL ||
+        strftime(out, len, "%Y-%m-%dT%H:%M:%SZ", &tm) == 0) {
+        snprintf(out, len, "-");
+    }
+}
+
+/* The directory part of path ("." when it has none), for scratch files
+ * next to a backup. */
+static char *dir_of(const char *path)
+{
+    const char *slash = strrchr(path, '/');
+
+    if (slash == NULL) {
+        return strdup(".");
+    }
+    if (slash == path) {
+        return strdup("/");
+    }
+    return strndup(path, (size_t)(slash - path));
+}
+
+static void print_backup_info(const char *file,
+                              const struct clusterd_backup_info *b,
+                              long long file_bytes,
+                              int saved)
+{
+    char when[32];
+
+    fmt_utc(b->updated_ms, when, sizeof(when));
+    if (g.json) {
+        fputs("{\"file\":", stdout);
+        json_cstr(file);
+        printf(",\"ok\":true,\"cluster_id\":\"%016" PRIx64
+               "\",\"epoch\":\"%016" PRIx64 "\",\"revision\":%" PRIu64
+               ",\"compact_revision\":%" PRIu64 ",\"keys\":%" PRIu64
+               ",\"bytes\":%lld,\"store_bytes\":%" PRIu64
+               ",\"crc32\":\"%08x\",\"last_change_ms\":%" PRIu64
+               ",\"format\":%u}\n",
+               b->cluster_id, b->epoch, b->revision, b->compact_rev, b->keys,
+               file_bytes, b->bytes, b->crc32, b->updated_ms, b->format);
+        return;
+    }
+    printf("%s %s: ok\n", saved ? "saved" : "backup", file);
+    printf("cluster id     %016" PRIx64 "\n", b->cluster_id);
+    printf("history epoch  %016" PRIx64 "\n", b->epoch);
+    printf("revision       %" PRIu64 "\n", b->revision);
+    printf("compacted to   %" PRIu64 "\n", b->compact_rev);
+    printf("keys           %" PRIu64 "\n", b->keys);
+    printf("size           %lld bytes (store %" PRIu64 " bytes, crc32 %08x)\n",
+           file_bytes, b->bytes, b->crc32);
+    printf("last change    %s\n", when);
+    printf("format         %u\n", b->format);
+}
+
+static int snapshot_verify(const char *file)
+{
+    struct clusterd_backup_info b;
+    struct stat st;
+    char *what = NULL;
+    int rc;
+
+    /* The check copies the store inside to a scratch file: the default
+     * ($TMPDIR or /tmp) works for read-only media too. */
+    rc = clusterd_backup_verify(strcmp(file, "-") == 0 ? "/dev/stdin" : file,
+                                NULL, &b);
+    if (rc != 0) {
+        if (asprintf(&what, "snapshot verify %s", file) < 0) {
+            what = NULL;
+        }
+        rc = fail(what != NULL ? what : "snapshot verify", rc, 0);
+        free(what);
+        /* A damaged backup is a failed check, never "unavailable". */
+        return rc == EXIT_UNAVAILABLE ? EXIT_FAIL : rc;
+    }
+    if (strcmp(file, "-") == 0 || stat(file, &st) != 0) {
+        st.st_size = -1;
+    }
+    print_backup_info(file, &b, (long long)st.st_size, 0);
+    return EXIT_OK;
+}
+
+static int snapshot_save(const char *file)
+{
+    struct clusterd_backup_info b;
+    struct cd_client *c;
+    struct stat st;
+    uint64_t rev = 0;
+    char *part = NULL, *dir = NULL;
+    int fd;
+    int rc = open_client(&c);
+
+    if (rc != 0) {
+        return rc;
+    }
+    if (strcmp(file, "-") == 0) {
+        rc = cd_client_snapshot(c, STDOUT_FILENO, &rev);
+        cd_client_close(c);
+        if (rc != 0) {
+            return fail("snapshot save", rc, 0);
+        }
+        /* stdout is the snapshot: the report goes to stderr. */
+        fprintf(stderr,
+                "snapshot streamed at revision %" PRIu64
+                " (not verified: check the file with 'clusterctl snapshot "
+                "verify')\n",
+                rev);
+        return EXIT_OK;
+    }
+    dir = dir_of(file);
+    if (dir == NULL || asprintf(&part, "%s.part", file) < 0) {
+        part = NULL;
+        fd = -1;
+        errno = ENOMEM;
+    } else {
+        fd = open(part, O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+    }
+    if (fd < 0) {
+        rc = -errno;
+        fprintf(stderr, "clusterctl: snapshot save: cannot create %s: %s\n",
+                part != NULL ? part : file, cd_strerror(rc));
+        free(part);
+        free(dir);
+        cd_client_close(c);
+        return EXIT_FAIL;
+    }
+    rc = cd_client_snapshot(c, fd, &rev);
+    cd_client_close(c);
+    if (rc == 0 && fsync(fd) != 0) {
+        rc = -errno;
+    }
+    if (rc == 0 && fstat(fd, &st) != 0) {
+        rc = -errno;
+    }
+    close(fd);
+    /* What reached the disk is checked before it takes the name FILE. */
+    if (rc == 0) {
+        rc = clusterd_backup_verify(part, dir, &b);
+    }
+    if (rc == 0) {
+        rc = fd_rename_synced(part, file);
+    }
+    if (rc != 0) {
+        unlink(part);
+    }
+    free(part);
+    free(dir);
+    if (rc != 0) {
+        return fail("snapshot save", rc, 0);
+    }
+    print_backup_info(file, &b, (long long)st.st_size, 1);
+    return EXIT_OK;
+}
 
 static int snapshot_main(int argc, char **argv)
 {
     char *pos[1];
     int n;
-    uint64_t rev = 0;
-    char *part = NULL;
-    int fd;
-    struct cd_client *c;
-    struct stat st;
     int rc;
+    int verify = argc >= 2 && strcmp(argv[1], "verify") == 0;
+    const char *cmd = verify ? "snapshot verify" : "snapshot save";
 
-    if (argc < 2 || strcmp(argv[1], "save") != 0) {
+    if (argc < 2 || (!verify && strcmp(argv[1], "save") != 0)) {
         int help = argc > 1 && (strcmp(argv[1], "--help") == 0 ||
                                 strcmp(argv[1], "-h") == 0);
 
         fputs(snapshot_help, help ? stdout : stderr);
         return help ? EXIT_OK : EXIT_USAGE;
     }
-    rc = parse_args("snapshot save", argc - 1, argv + 1, NULL, pos, 1, &n);
+    rc = parse_args(cmd, argc - 1, argv + 1, NULL, pos, 1, &n);
     if (rc < 0) {
         fputs(snapshot_help, stdout);
         return EXIT_OK;
@@ -2220,63 +2386,9 @@ static int snapshot_main(int argc, char **argv)
         return rc;
     }
     if (n != 1) {
-        return usage_error("snapshot save", "expected FILE");
+        return usage_error(cmd, "expected FILE");
     }
-    rc = open_client(&c);
-    if (rc != 0) {
-        return rc;
-    }
-    if (strcmp(pos[0], "-") == 0) {
-        fd = STDOUT_FILENO;
-    } else if (asprintf(&part, "%s.part", pos[0]) < 0) {
-        part = NULL;
-        fd = -1;
-        errno = ENOMEM;
-    } else {
-        fd = open(part, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
-    }
-    if (fd < 0) {
-        rc = -errno;
-        fprintf(stderr, "clusterctl: snapshot save: cannot create %s: %s\n",
-                part != NULL ? part : pos[0], cd_strerror(rc));
-        free(part);
-        cd_client_close(c);
-        return EXIT_FAIL;
-    }
-    rc = cd_client_snapshot(c, fd, &rev);
-    cd_client_close(c);
-    if (rc == 0 && part != NULL && fsync(fd) != 0) {
-        rc = -errno;
-    }
-    if (rc == 0 && part != NULL && rename(part, pos[0]) != 0) {
-        rc = -errno;
-    }
-    if (rc != 0 && part != NULL) {
-        unlink(part);
-    }
-    if (rc == 0 && (fd == STDOUT_FILENO || fstat(fd, &st) != 0)) {
-        st.st_size = -1;
-    }
-    if (fd != STDOUT_FILENO) {
-        close(fd);
-    }
-    free(part);
-    if (rc != 0) {
-        return fail("snapshot save", rc, 0);
-    }
-    if (fd == STDOUT_FILENO) {
-        /* stdout is the snapshot: the report goes to stderr. */
-        fprintf(stderr, "snapshot saved at revision %" PRIu64 "\n", rev);
-    } else if (g.json) {
-        fputs("{\"file\":", stdout);
-        json_cstr(pos[0]);
-        printf(",\"bytes\":%lld,\"revision\":%" PRIu64 "}\n",
-               (long long)st.st_size, rev);
-    } else {
-        printf("snapshot saved to %s: %lld bytes, revision %" PRIu64 "\n",
-               pos[0], (long long)st.st_size, rev);
-    }
-    return EXIT_OK;
+    return verify ? snapshot_verify(pos[0]) : snapshot_save(pos[0]);
 }
 
 /* --- token, join, leave ------------------------------------------------ */
@@ -2710,7 +2822,7 @@ static const struct
     {"members", members_main, "the parents, their roles and addresses"},
     {"member", member_main, "add|remove|promote|demote: change the parents"},
     {"leader", leader_main, "transfer [ID]: hand leadership to a voter"},
-    {"snapshot", snapshot_main, "save FILE: back up the cluster's data"},
+    {"snapshot", snapshot_main, "save|verify FILE: back up, check a backup"},
     {"token", token_main, "create [--ttl S]: a join token for a new parent"},
     {"join", join_main, "[--child] --token T: make this host join"},
     {"leave", leave_main, "[--node ADDR | --child]: remove a parent or child"},

@@ -4,7 +4,10 @@
 #include "fdio.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <stdint.h>
+#include <stdio.h>
+#include <string.h>
 #include <unistd.h>
 
 int fd_write_all(int fd, const void *buf, size_t len)
@@ -42,4 +45,29 @@ ssize_t fd_read_full(int fd, void *buf, size_t len)
         got += (size_t)n;
     }
     return (ssize_t)got;
+}
+
+int fd_rename_synced(const char *from, const char *to)
+{
+    char dir[4096];
+    const char *slash = strrchr(to, '/');
+    if (rename(from, to) != 0) {
+        return -errno;
+    }
+    if (slash == NULL) {
+        snprintf(dir, sizeof dir, ".");
+    } else if (slash == to) {
+        snprintf(dir, sizeof dir, "/");
+    } else if ((size_t)(slash - to) < sizeof dir) {
+        snprintf(dir, sizeof dir, "%.*s", (int)(slash - to), to);
+    } else {
+        return -ENAMETOOLONG;
+    }
+    int fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (fd < 0) {
+        return -errno;
+    }
+    int rc = fsync(fd) == 0 ? 0 : -errno;
+    close(fd);
+    return rc;
 }

@@ -17,4 +17,12 @@ int fd_write_all(int fd, const void *buf, size_t len);
  * read, or -errno of read(2). */
 ssize_t fd_read_full(int fd, void *buf, size_t len);
 
+/*
+ * Rename from to to, then flush to's directory, so that the new name
+ * survives a power loss (the file's own data must have been flushed
+ * before).  0, or -errno of rename(2), open(2) or fsync(2): after a failed
+ * flush the rename may or may not persist.
+ */
+int fd_rename_synced(const char *from, const char *to);
+
 #endif
