@@ -629,6 +629,7 @@ static int watch_deliver(struct conn *c, struct watch *w)
             m.u.changes.compacted = 1;
             m.u.changes.compact_rev = meta.compact_rev;
             m.u.changes.revision = meta.revision;
+            m.u.changes.epoch = meta.epoch;
             conn_send(c, &m);
             store_read_end(r);
             free(acc.events);
@@ -720,12 +721,47 @@ void server__applied(void *arg, uint64_t index, uint64_t revision)
     s->watches_dirty = 1;
 }
 
+/*
+ * A child whose cache holds another history than this parent's store (its
+ * hello's epoch differs: a restore from a backup, a forced new cluster)
+ * cannot go on from its revision, which may even be ahead of this
+ * history: it is told "compacted", with this parent's epoch, and replaces
+ * its cache with a snapshot, then says hello again.
+ */
+static void reset_child(struct conn *c, const struct cd_msg *hello)
+{
+    struct store_meta meta;
+    struct cd_msg m;
+    if (server__store_meta(c->s, &meta) != 0) {
+        send_error(c, hello->request_id, CD_EBUSY);
+        return;
+    }
+    log_info("children",
+             "child %" PRIu64 " holds history epoch %016" PRIx64
+             " at revision %" PRIu64 ", this store %016" PRIx64 " at %" PRIu64
+             ": it replaces its cache with a snapshot",
+             hello->u.hello.child_id, hello->u.hello.epoch,
+             hello->u.hello.revision, meta.epoch, meta.revision);
+    send_ok(c, hello->request_id);
+    memset(&m, 0, sizeof m);
+    m.type = CD_MSG_CHANGES;
+    m.u.changes.compacted = 1;
+    m.u.changes.compact_rev = meta.compact_rev;
+    m.u.changes.revision = meta.revision;
+    m.u.changes.epoch = meta.epoch;
+    conn_send(c, &m);
+}
+
 static void start_watch(struct conn *c, struct cd_msg *req)
 {
     if (req->type == CD_MSG_HELLO) {
         int rc = server__child_hello(c->s, req);
-        if (rc != 0) {
+        if (rc < 0) {
             send_error(c, req->request_id, rc);
+            return;
+        }
+        if (rc == SERVER_HELLO_RESET) {
+            reset_child(c, req);
             return;
         }
     }
@@ -839,6 +875,10 @@ static void send_status(struct conn *c, uint64_t request_id)
                                 ? "leader"
                                 : raft_state_name(raft_state(&s->raft));
     m.u.status_resp.version = "clusterd 0.1";
+    struct store_meta meta;
+    if (server__store_meta(s, &meta) == 0) {
+        m.u.status_resp.epoch = meta.epoch;
+    }
     conn_send(c, &m);
 }
 
@@ -1409,8 +1449,10 @@ static void create_token(struct conn *c, const struct cd_msg *req)
 /*
  * A new leader makes sure the replicated records about itself are right:
  * its API address (clients are redirected to it), and, on the first
- * leadership of a new cluster, the cluster's identity and a first join
- * token, written to <data>/join-token for the operator.
+ * leadership of a new cluster or of a new history (a restore from a
+ * backup, a forced new cluster), the cluster's identity and history epoch
+ * (/cluster/id, /cluster/epoch), with the old join tokens revoked and a
+ * first join token written to <data>/join-token for the operator.
  */
 void server__on_ready(struct server *s)
 {
@@ -1427,21 +1469,37 @@ void server__on_ready(struct server *s)
     }
     struct store_read *r;
     struct store_kv kv;
-    char cid[32];
+    struct store_meta meta;
+    char cid[32], epoch[32];
+    if (server__store_meta(s, &meta) != 0) {
+        return;
+    }
     snprintf(cid, sizeof cid, "%016" PRIx64, s->cluster_id);
+    snprintf(epoch, sizeof epoch, "%016" PRIx64, meta.epoch);
     if (store_read_begin(s->store, &r) == 0) {
         int have = store_read_get(r, "/cluster/id", 11, &kv) == 0;
         int same = have && kv.value_len == strlen(cid) &&
                    memcmp(kv.value, cid, kv.value_len) == 0;
+        /* A cluster that never changed history has no record (epoch 0). */
+        int same_epoch = store_read_get(r, "/cluster/epoch", 14, &kv) == 0
+                             ? kv.value_len == strlen(epoch) &&
+                                   memcmp(kv.value, epoch, kv.value_len) == 0
+                             : meta.epoch == 0;
         int voters_set = store_read_get(r, "/cluster/voters", 15, &kv) == 0;
         store_read_end(r);
-        if (!same) {
-            /* A new cluster, or one started from another's backup: the
-             * old cluster's join tokens must not open this one. */
+        if (!same || !same_epoch) {
+            /* A new cluster, or one started from a backup (its own or
+             * another's): the join tokens of before must not open it. */
             if (have) {
                 propose_delete_prefix(s, "/cluster/tokens/");
             }
-            propose_put(s, "/cluster/id", cid);
+            if (!same) {
+                propose_put(s, "/cluster/id", cid);
+            }
+            if (!same_epoch) {
+                log_info("api", "recording history epoch %s", epoch);
+                propose_put(s, "/cluster/epoch", epoch);
+            }
             if (!voters_set) {
                 char voters[16];
                 snprintf(voters, sizeof voters, "%u", s->cfg.voters);

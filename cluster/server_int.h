@@ -170,6 +170,9 @@ int server__raft_err(int rv);
 void server__member_key(char *buf, size_t len, uint64_t id);
 int server__member_api(struct server *s, uint64_t id, char *out, size_t len);
 const char *server__leader_api(struct server *s);
+/* The store's meta records (revision, history epoch, ...); zeroed on a
+ * read error, which is returned. */
+int server__store_meta(struct server *s, struct store_meta *m);
 void server__maybe_stopped(struct server *s);
 
 /* api.c */
@@ -211,6 +214,10 @@ void server__vip_fatal(struct server *s);
 /* children.c: the children registry, their streams' admission, reports.
  * The join and leave calls return 1 when they took msg (moved into a
  * write), 0 when they answered and the caller still frees msg. */
+/* A child's hello: 0 (follow from its revision), SERVER_HELLO_RESET (its
+ * cache holds another history: it must take a snapshot first), or the
+ * refusal (CD_EBADCLUSTER, CD_EREVOKED, CD_EBUSY, CD_EMALFORMED). */
+#define SERVER_HELLO_RESET 1
 int server__child_hello(struct server *s, const struct cd_msg *hello);
 int server__child_join(struct conn *c, struct cd_msg *msg);
 int server__child_leave(struct conn *c, struct cd_msg *msg);

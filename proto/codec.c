@@ -735,6 +735,7 @@ static int changes_from_pb(const Clusterd__ChangeBatch *in,
     m->u.changes.revision = in->revision;
     m->u.changes.compacted = !!in->compacted;
     m->u.changes.compact_rev = in->compact_rev;
+    m->u.changes.epoch = in->epoch;
     return 0;
 }
 
@@ -983,6 +984,7 @@ static int body_from_pb(const Clusterd__Envelope *e,
             m->u.status_resp.commit_index = s->commit_index;
             m->u.status_resp.state = s->state;
             m->u.status_resp.version = s->version;
+            m->u.status_resp.epoch = s->epoch;
             return 0;
         }
         case CLUSTERD__ENVELOPE__BODY_MEMBERS_RESP:
@@ -1005,6 +1007,7 @@ static int body_from_pb(const Clusterd__Envelope *e,
             m->u.hello.hostname = e->hello->hostname;
             m->u.hello.version = e->hello->version;
             m->u.hello.registered_rev = e->hello->registered_rev;
+            m->u.hello.epoch = e->hello->epoch;
             return 0;
         case CLUSTERD__ENVELOPE__BODY_LOG_UPLOAD:
             return log_upload_from_pb(e->log_upload, d, m);
@@ -1688,6 +1691,7 @@ static int changes_to_pb(const struct cd_msg *m,
     put_flag(m->u.changes.compacted, &out->has_compacted, &out->compacted);
     put_u64(m->u.changes.compact_rev, false, &out->has_compact_rev,
             &out->compact_rev);
+    put_u64(m->u.changes.epoch, false, &out->has_epoch, &out->epoch);
     return 0;
 }
 
@@ -1967,6 +1971,7 @@ static int body_to_pb(const struct cd_msg *m,
                     &o->commit_index);
             o->state = pb_str(m->u.status_resp.state);
             o->version = pb_str(m->u.status_resp.version);
+            put_u64(m->u.status_resp.epoch, false, &o->has_epoch, &o->epoch);
             e->status_resp = o;
             break;
         }
@@ -2014,6 +2019,8 @@ static int body_to_pb(const struct cd_msg *m,
             b->hello.version = pb_str(m->u.hello.version);
             put_u64(m->u.hello.registered_rev, false,
                     &b->hello.has_registered_rev, &b->hello.registered_rev);
+            put_u64(m->u.hello.epoch, false, &b->hello.has_epoch,
+                    &b->hello.epoch);
             e->hello = &b->hello;
             break;
         case CD_MSG_LOG_UPLOAD:

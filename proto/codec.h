@@ -262,6 +262,7 @@ struct cd_msg
             uint64_t revision;
             int compacted;
             uint64_t compact_rev;
+            uint64_t epoch; /* with compacted: the parents' history epoch */
         } changes;
         struct
         {
@@ -274,6 +275,7 @@ struct cd_msg
             uint64_t commit_index;
             const char *state;
             const char *version;
+            uint64_t epoch; /* history epoch of the node's store */
         } status_resp;
         struct
         {
@@ -308,6 +310,7 @@ struct cd_msg
             const char *hostname;
             const char *version;
             uint64_t registered_rev; /* from CHILD_JOIN_RESP; 0: unknown */
+            uint64_t epoch;          /* the cache's history epoch */
         } hello;
         struct
         {

@@ -382,6 +382,7 @@ static inline const char *msg_diff(const struct cd_msg *a,
             MSG_DIFF_NUM(changes.revision);
             MSG_DIFF_FLAG(changes.compacted);
             MSG_DIFF_NUM(changes.compact_rev);
+            MSG_DIFF_NUM(changes.epoch);
             break;
         case CD_MSG_STATUS_RESP:
             MSG_DIFF_NUM(status_resp.id);
@@ -393,6 +394,7 @@ static inline const char *msg_diff(const struct cd_msg *a,
             MSG_DIFF_NUM(status_resp.commit_index);
             MSG_DIFF_STR(status_resp.state);
             MSG_DIFF_STR(status_resp.version);
+            MSG_DIFF_NUM(status_resp.epoch);
             break;
         case CD_MSG_MEMBERS_RESP:
             MSG_DIFF_NUM(members_resp.n_members);
@@ -446,6 +448,7 @@ static inline const char *msg_diff(const struct cd_msg *a,
             MSG_DIFF_STR(hello.hostname);
             MSG_DIFF_STR(hello.version);
             MSG_DIFF_NUM(hello.registered_rev);
+            MSG_DIFF_NUM(hello.epoch);
             break;
         case CD_MSG_LOG_UPLOAD:
             MSG_DIFF_NUM(log_upload.child_id);

@@ -425,6 +425,7 @@ static void sample_msg(enum cd_msg_type t, struct cd_msg *m)
             m->u.changes.revision = 99;
             m->u.changes.compacted = 1;
             m->u.changes.compact_rev = 50;
+            m->u.changes.epoch = 0x8000000000000001ull;
             break;
         case CD_MSG_STATUS_RESP:
             m->u.status_resp.id = 1;
@@ -436,6 +437,7 @@ static void sample_msg(enum cd_msg_type t, struct cd_msg *m)
             m->u.status_resp.commit_index = 6;
             m->u.status_resp.state = "follower";
             m->u.status_resp.version = "clusterd 0.1";
+            m->u.status_resp.epoch = 0xe90c;
             break;
         case CD_MSG_MEMBERS_RESP:
             m->u.members_resp.members = sample_members;
@@ -466,6 +468,7 @@ static void sample_msg(enum cd_msg_type t, struct cd_msg *m)
             m->u.hello.hostname = "child-1";
             m->u.hello.version = "clusterd 0.1";
             m->u.hello.registered_rev = 30;
+            m->u.hello.epoch = 0xfffffffffffffffeull;
             break;
         case CD_MSG_LOG_UPLOAD:
             m->u.log_upload.child_id = 31;
@@ -912,6 +915,14 @@ static void test_children_diff_can_fail(void **state)
     b = a;
     b.u.child_join_resp.registered_rev = 0;
     EXPECT_DIFF("registered revision", "u.child_join_resp.registered_rev");
+    sample_msg(CD_MSG_HELLO, &a);
+    b = a;
+    b.u.hello.epoch = 0;
+    EXPECT_DIFF("epoch", "u.hello.epoch");
+    sample_msg(CD_MSG_CHANGES, &a);
+    b = a;
+    b.u.changes.epoch = 1;
+    EXPECT_DIFF("epoch", "u.changes.epoch");
 #undef RESET_CHILDREN
 #undef EXPECT_DIFF
 }
@@ -1935,6 +1946,44 @@ static void test_decode_missing_fields(void **state)
     }
 }
 
+/*
+ * Children older than history epochs send a Hello without field 7: it
+ * decodes as epoch 0, which is what a parent of a never-restored cluster
+ * has, so they keep following.  A child of epoch 0 sends exactly those
+ * bytes, so older parents read it as before.
+ */
+static void test_hello_epoch_compat(void **state)
+{
+    struct pbw body = {0};
+    struct pbw w;
+    struct cd_msg m;
+    uint8_t *out;
+    size_t len;
+
+    (void)state;
+    pbw_uint(&body, 1, 0x1234); /* cluster_id */
+    pbw_uint(&body, 2, 5);      /* child_id */
+    pbw_uint(&body, 3, 77);     /* revision */
+    w = envelope(27, &body);
+    expect_rc(codec_decode(w.buf, w.len, &m), 0);
+    assert_int_equal(m.type, CD_MSG_HELLO);
+    assert_int_equal(m.u.hello.revision, 77);
+    assert_int_equal(m.u.hello.epoch, 0);
+    codec_msg_free(&m);
+
+    memset(&m, 0, sizeof(m));
+    m.request_id = 1;
+    m.type = CD_MSG_HELLO;
+    m.u.hello.cluster_id = 0x1234;
+    m.u.hello.child_id = 5;
+    m.u.hello.revision = 77;
+    expect_rc(codec_encode(&m, 0, &out, &len), 0);
+    assert_int_equal(len - CODEC_HEADER_SIZE, w.len);
+    assert_memory_equal(out + CODEC_HEADER_SIZE, w.buf, w.len);
+    free(out);
+    pbw_free(&w);
+}
+
 /* Command{time_ms = 1, ops = n DELETE ops} as bytes. */
 static struct pbw command_of_deletes(size_t n)
 {
@@ -2543,6 +2592,7 @@ int main(void)
         cmocka_unit_test(test_unknown_fields_tolerated),
         cmocka_unit_test(test_encode_invalid),
         cmocka_unit_test(test_free_is_safe),
+        cmocka_unit_test(test_hello_epoch_compat),
     };
 
     return cmocka_run_group_tests(tests, setup, NULL);
