@@ -243,7 +243,7 @@ static void apply_cb(struct raft_apply *req, int status, void *result)
             m.u.child_join_resp.cluster_id = s->cluster_id;
             m.u.child_join_resp.registered_rev = p->results[i].revision;
             conn_send(c, &m);
-        } else if (w->kind == SERVER_WRITE_CHILD_LEAVE) {
+        } else if (w->kind == SERVER_WRITE_OK) {
             send_ok(c, w->msg.request_id);
         } else {
             struct cd_msg m;
@@ -389,6 +389,28 @@ int server__queue_write(struct server *s,
         return CD_ENOTLEADER;
     }
     return queue_write_kind(s, c, msg, kind, child_id, owned);
+}
+
+int server__queue_op(struct conn *c,
+                     struct cd_msg *msg,
+                     const struct cd_op *op,
+                     enum server_write_kind kind,
+                     uint64_t child_id,
+                     void *owned)
+{
+    struct server *s = server__conn_server(c);
+    struct cd_msg w = *msg; /* keeps the decoded request's memory */
+    w.type = CD_MSG_WRITE;
+    memset(&w.u, 0, sizeof w.u);
+    w.u.write.op = *op;
+    int rc = server__queue_write(s, c, &w, kind, child_id, owned);
+    if (rc != 0) {
+        free(owned);
+        server__send_error(c, msg->request_id, rc);
+        return 0;
+    }
+    memset(msg, 0, sizeof *msg); /* moved */
+    return 1;
 }
 
 /* --- reads --------------------------------------------------------------- */
@@ -1513,6 +1535,7 @@ void server__on_ready(struct server *s)
 void server__on_lost(struct server *s)
 {
     server__children_free(s);
+    s->backup_now = 0; /* asked of this leader: the next one is asked anew */
     /* Writes not yet proposed and reads not yet confirmed go back to their
      * clients, who retry at the new leader.  Proposed entries and issued
      * barriers are failed by raft itself (LEADERSHIPLOST). */
@@ -1625,6 +1648,11 @@ static void dispatch(struct conn *c, struct cd_msg *msg)
             break;
         case CD_MSG_CHILDREN:
             server__children_list(c, msg);
+            break;
+        case CD_MSG_BACKUP:
+            if (server__backup_request(c, msg) == 1) {
+                return; /* msg moved into a write */
+            }
             break;
         case CD_MSG_STATUS:
             send_status(c, msg->request_id);
@@ -2061,6 +2089,7 @@ static void tick_cb(uv_timer_t *t)
         if (s->prune_ticks % 4 == 0) {
             auto_compact(s);
         }
+        server__backup_tick(s);
     }
     auto_promote(s);
     heartbeat_children(s);

@@ -227,30 +227,6 @@ static uint64_t read_last_child_id(struct server *s)
     return id;
 }
 
-/* Turn msg (a request the server answers with a write of its own) into
- * that write, and queue it.  1: msg taken; 0: answered with an error. */
-static int queue_own_write(struct conn *c,
-                           struct cd_msg *msg,
-                           const struct cd_op *op,
-                           enum server_write_kind kind,
-                           uint64_t child_id,
-                           void *owned)
-{
-    struct server *s = server__conn_server(c);
-    struct cd_msg w = *msg; /* keeps the decoded request's memory */
-    w.type = CD_MSG_WRITE;
-    memset(&w.u, 0, sizeof w.u);
-    w.u.write.op = *op;
-    int rc = server__queue_write(s, c, &w, kind, child_id, owned);
-    if (rc != 0) {
-        free(owned);
-        server__send_error(c, msg->request_id, rc);
-        return 0;
-    }
-    memset(msg, 0, sizeof *msg); /* moved */
-    return 1;
-}
-
 int server__child_join(struct conn *c, struct cd_msg *msg)
 {
     struct server *s = server__conn_server(c);
@@ -309,7 +285,7 @@ int server__child_join(struct conn *c, struct cd_msg *msg)
     log_info("children", "registering child %" PRIu64 " (%s)", id,
              info.hostname != NULL ? info.hostname : "no hostname");
     s->child_id_reserved = id;
-    return queue_own_write(c, msg, &op, SERVER_WRITE_CHILD_JOIN, id, j);
+    return server__queue_op(c, msg, &op, SERVER_WRITE_CHILD_JOIN, id, j);
 }
 
 struct leave_write
@@ -346,7 +322,7 @@ int server__child_leave(struct conn *c, struct cd_msg *msg)
     struct cd_op op = {.type = CD_OP_TXN, .then_ops = l->then, .n_then = 2};
     log_info("children", "deregistering child %" PRIu64, id);
     seen_drop(s, id);
-    return queue_own_write(c, msg, &op, SERVER_WRITE_CHILD_LEAVE, id, l);
+    return server__queue_op(c, msg, &op, SERVER_WRITE_OK, id, l);
 }
 
 /* --- reports ------------------------------------------------------------- */

@@ -668,6 +668,10 @@ static int reply_fits(enum cd_msg_type t, enum cd_msg_type r)
             return r == CD_MSG_SNAPSHOT_CHUNK;
         case CD_MSG_LOG_UPLOAD:
             return r == CD_MSG_LOG_ACK;
+        case CD_MSG_BACKUP:
+            /* A new schedule is answered OK once committed; a status or a
+             * backup started now, with the status. */
+            return r == CD_MSG_OK || r == CD_MSG_BACKUP_RESP;
         default:
             return 1;
     }

@@ -60,6 +60,7 @@ void cd_client_free_endpoints(char **list, size_t n);
  *
  * The reply's type is checked against the request's (WRITE: WRITE_RESP;
  * GET, RANGE: RANGE_RESP; TRANSFER, SHUTDOWN: OK; TOKEN: TOKEN_RESP;
+ * BACKUP: OK for a new schedule, else BACKUP_RESP;
  * MEMBER_CHANGE: OK, or for an ADD MEMBERS_RESP with the new member;
  * ...).  Retried: connection failures, CD_ENOTLEADER, CD_ELEADERLOST,
  * CD_ESHUTDOWN and CD_ETIMEOUT replies, and an attempt without an answer

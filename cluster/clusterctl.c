@@ -15,6 +15,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <inttypes.h>
+#include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -2391,6 +2392,397 @@ static int snapshot_main(int argc, char **argv)
     return verify ? snapshot_verify(pos[0]) : snapshot_save(pos[0]);
 }
 
+/* --- backup ------------------------------------------------------------ */
+
+static const char backup_help[] =
+    "usage: clusterctl backup schedule --every DURATION --dir DIR\n"
+    "                                  [--retain N] [--at HH:MM] [--now]\n"
+    "       clusterctl backup schedule --off\n"
+    "       clusterctl backup status\n"
+    "       clusterctl backup now\n"
+    "\n"
+    "Backups the leader takes by itself, configured in the cluster's store\n"
+    "(so that any leader follows the schedule).  Each is the store's\n"
+    "snapshot, written into DIR on the parent that leads at the time as\n"
+    "clusterd-<cluster>-<UTC time>-r<revision>.snap: aside first, synced,\n"
+    "checked, then renamed.  Beyond N (--retain; 0: keep all) the oldest of\n"
+    "this cluster in DIR are deleted.\n"
+    "\n"
+    "  --every DURATION  30s, 15m, 6h, 1d or seconds; 0 or --off: none\n"
+    "  --at HH:MM        align on this time of day (the leader's local time),\n"
+    "                    then every DURATION; without it the first backup is\n"
+    "                    taken at once\n"
+    "  --now             also take one now\n"
+    "\n"
+    "status: the schedule, the next backup, the last one (by any leader)\n"
+    "and the last one that worked.  now: take one at once into the\n"
+    "schedule's directory and wait for it (exit status 1 if it failed).\n";
+
+/* "30s", "15m", "6h", "1d", "90": seconds. */
+static int parse_duration(const char *s, uint64_t *out)
+{
+    char *end;
+    unsigned long long v;
+    uint64_t unit = 1;
+
+    if (s == NULL || s[0] < '0' || s[0] > '9') {
+        return -EINVAL;
+    }
+    errno = 0;
+    v = strtoull(s, &end, 10);
+    if (errno != 0) {
+        return -EINVAL;
+    }
+    if (strcmp(end, "m") == 0) {
+        unit = 60;
+    } else if (strcmp(end, "h") == 0) {
+        unit = 3600;
+    } else if (strcmp(end, "d") == 0) {
+        unit = 86400;
+    } else if (strcmp(end, "s") != 0 && end[0] != '\0') {
+        return -EINVAL;
+    }
+    if (v > UINT64_MAX / unit) {
+        return -EINVAL;
+    }
+    *out = v * unit;
+    return 0;
+}
+
+/* "1d", "6h", "90m", "45s": the largest unit that divides it. */
+static void fmt_duration(uint64_t s, char *out, size_t len)
+{
+    if (s != 0 && s % 86400 == 0) {
+        snprintf(out, len, "%" PRIu64 "d", s / 86400);
+    } else if (s != 0 && s % 3600 == 0) {
+        snprintf(out, len, "%" PRIu64 "h", s / 3600);
+    } else if (s != 0 && s % 60 == 0) {
+        snprintf(out, len, "%" PRIu64 "m", s / 60);
+    } else {
+        snprintf(out, len, "%" PRIu64 "s", s);
+    }
+}
+
+static uint64_t wall_ms(void)
+{
+    struct timespec ts;
+
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
+}
+
+/* backup_call() could not even set up a client (open_client said why). */
+#define NO_CLIENT INT_MIN
+
+/* One BACKUP request; the reply (OK or BACKUP_RESP) goes to *resp. */
+static int backup_call(const struct cd_msg *req, struct cd_msg *resp)
+{
+    struct cd_client *c;
+    struct cd_msg r = *req;
+    int rc = open_client(&c);
+
+    if (rc != 0) {
+        return NO_CLIENT;
+    }
+    rc = cd_client_call(c, &r, resp);
+    cd_client_close(c);
+    return rc;
+}
+
+static int backup_status_of(struct cd_msg *resp)
+{
+    struct cd_msg req;
+
+    memset(&req, 0, sizeof(req));
+    req.type = CD_MSG_BACKUP;
+    return backup_call(&req, resp);
+}
+
+static void json_schedule(const struct cd_backup_schedule *bs)
+{
+    printf("{\"interval_s\":%" PRIu64 ",\"retain\":%u,\"dir\":", bs->interval_s,
+           bs->retain);
+    json_cstr(bs->dir);
+    if (bs->has_at) {
+        printf(",\"at\":\"%02u:%02u\"", bs->at_minute / 60, bs->at_minute % 60);
+    } else {
+        fputs(",\"at\":null", stdout);
+    }
+    printf(",\"set_ms\":%" PRIu64 "}", bs->set_ms);
+}
+
+static void json_result(const struct cd_backup_result *br)
+{
+    printf("{\"time_ms\":%" PRIu64 ",\"ok\":%s,\"node_id\":%" PRIu64
+           ",\"file\":",
+           br->time_ms, br->ok ? "true" : "false", br->node_id);
+    json_cstr(br->file[0] != '\0' ? br->file : NULL);
+    printf(",\"revision\":%" PRIu64 ",\"bytes\":%" PRIu64 ",\"keys\":%" PRIu64
+           ",\"duration_ms\":%" PRIu64 ",\"error\":",
+           br->revision, br->bytes, br->keys, br->duration_ms);
+    json_cstr(br->error[0] != '\0' ? br->error : NULL);
+    printf(",\"failures\":%u,\"pruned\":%u,\"last_ok_ms\":%" PRIu64
+           ",\"last_ok_file\":",
+           br->failures, br->pruned, br->last_ok_ms);
+    json_cstr(br->last_ok_file[0] != '\0' ? br->last_ok_file : NULL);
+    putchar('}');
+}
+
+static void print_backup_status(const struct cd_msg *m)
+{
+    const struct cd_backup_schedule *bs = &m->u.backup_resp.schedule;
+    const struct cd_backup_result *br = &m->u.backup_resp.last;
+    char t1[32], t2[32], every[32];
+
+    if (g.json) {
+        fputs("{\"schedule\":", stdout);
+        if (m->u.backup_resp.has_schedule) {
+            json_schedule(bs);
+        } else {
+            fputs("null", stdout);
+        }
+        fputs(",\"last\":", stdout);
+        if (m->u.backup_resp.has_last) {
+            json_result(br);
+        } else {
+            fputs("null", stdout);
+        }
+        printf(",\"next_ms\":%" PRIu64 ",\"running\":%s}\n",
+               m->u.backup_resp.next_ms,
+               m->u.backup_resp.running ? "true" : "false");
+        return;
+    }
+    if (!m->u.backup_resp.has_schedule || bs->interval_s == 0) {
+        fputs("schedule     none", stdout);
+        if (m->u.backup_resp.has_schedule && bs->dir[0] != '\0') {
+            printf(" ('backup now' writes into %s)", bs->dir);
+        }
+        putchar('\n');
+    } else {
+        fmt_duration(bs->interval_s, every, sizeof(every));
+        printf("schedule     every %s", every);
+        if (bs->has_at) {
+            printf(" from %02u:%02u (the leader's local time)",
+                   bs->at_minute / 60, bs->at_minute % 60);
+        }
+        if (bs->retain == 0) {
+            printf(", keep all, into %s on the leader\n", bs->dir);
+        } else {
+            printf(", keep %u, into %s on the leader\n", bs->retain, bs->dir);
+        }
+    }
+    if (m->u.backup_resp.next_ms != 0) {
+        uint64_t now = wall_ms();
+        uint64_t next = m->u.backup_resp.next_ms;
+
+        fmt_utc(next, t1, sizeof(t1));
+        if (next > now) {
+            fmt_duration((next - now + 999) / 1000, every, sizeof(every));
+            printf("next         %s (in %s)\n", t1, every);
+        } else {
+            printf("next         due now\n");
+        }
+    }
+    printf("running      %s\n", m->u.backup_resp.running ? "yes" : "no");
+    if (!m->u.backup_resp.has_last) {
+        puts("last         none yet");
+        return;
+    }
+    fmt_utc(br->time_ms, t1, sizeof(t1));
+    if (br->ok) {
+        printf("last         %s  ok, by node %" PRIu64 ", in %.1f s\n", t1,
+               br->node_id, (double)br->duration_ms / 1000);
+        printf("file         %s\n", br->file);
+        printf("             revision %" PRIu64 ", %" PRIu64 " keys, %" PRIu64
+               " bytes; %u older deleted\n",
+               br->revision, br->keys, br->bytes, br->pruned);
+        if (br->error[0] != '\0') {
+            printf("warning      %s\n", br->error);
+        }
+        return;
+    }
+    printf("last         %s  FAILED, by node %" PRIu64 " (%u in a row)\n", t1,
+           br->node_id, br->failures);
+    printf("error        %s\n", br->error);
+    fmt_utc(br->last_ok_ms, t2, sizeof(t2));
+    printf("last ok      %s  %s\n", br->last_ok_ms != 0 ? t2 : "never",
+           br->last_ok_file);
+}
+
+static int backup_status_main(void)
+{
+    struct cd_msg resp;
+    int rc = backup_status_of(&resp);
+
+    if (rc != 0) {
+        return rc == NO_CLIENT ? EXIT_FAIL : fail("backup status", rc, 0);
+    }
+    print_backup_status(&resp);
+    codec_msg_free(&resp);
+    return EXIT_OK;
+}
+
+/* Take one now and wait (within --timeout) for its result. */
+static int backup_now_main(void)
+{
+    struct cd_msg req, resp;
+    uint64_t asked = wall_ms();
+    uint64_t deadline = asked + (g.timeout_ms != 0 ? g.timeout_ms : 15000u) +
+                        60000u; /* a large store takes a while to copy */
+    int rc;
+
+    memset(&req, 0, sizeof(req));
+    req.type = CD_MSG_BACKUP;
+    req.u.backup.now = 1;
+    rc = backup_call(&req, &resp);
+    if (rc == -ENOENT) {
+        fprintf(stderr,
+                "clusterctl: backup now: no backup directory: set "
+                "one with 'clusterctl backup schedule'\n");
+        return EXIT_FAIL;
+    }
+    if (rc != 0) {
+        return rc == NO_CLIENT ? EXIT_FAIL : fail("backup now", rc, 0);
+    }
+    /* Its result is the first one recorded after the request (the leader's
+     * clock, which a few ms of skew could put before ours). */
+    while (resp.u.backup_resp.running || !resp.u.backup_resp.has_last ||
+           resp.u.backup_resp.last.time_ms + 1000 < asked) {
+        codec_msg_free(&resp);
+        if (wall_ms() > deadline) {
+            fprintf(stderr,
+                    "clusterctl: backup now: no result in time; see "
+                    "'clusterctl backup status'\n");
+            return EXIT_UNAVAILABLE;
+        }
+        usleep(100000);
+        rc = backup_status_of(&resp);
+        if (rc != 0) {
+            return rc == NO_CLIENT ? EXIT_FAIL : fail("backup now", rc, 0);
+        }
+    }
+    print_backup_status(&resp);
+    rc = resp.u.backup_resp.last.ok ? EXIT_OK : EXIT_FAIL;
+    codec_msg_free(&resp);
+    return rc;
+}
+
+static int backup_schedule_main(int argc, char **argv)
+{
+    const char *every = NULL, *dir = NULL, *retain = NULL, *at = NULL;
+    int off = 0, now = 0;
+    char *pos[1];
+    int n;
+    uint64_t v;
+    struct cd_msg req, resp;
+    const struct opt opts[] = {
+        {"--every", OPT_VALUE, &every, NULL},
+        {"--dir", OPT_VALUE, &dir, NULL},
+        {"--retain", OPT_VALUE, &retain, NULL},
+        {"--at", OPT_VALUE, &at, NULL},
+        {"--off", OPT_FLAG, NULL, &off},
+        {"--now", OPT_FLAG, NULL, &now},
+        {NULL, 0, NULL, NULL},
+    };
+    int rc = parse_args("backup schedule", argc, argv, opts, pos, 0, &n);
+
+    if (rc < 0) {
+        fputs(backup_help, stdout);
+        return EXIT_OK;
+    }
+    if (rc != 0) {
+        return rc;
+    }
+    memset(&req, 0, sizeof(req));
+    req.type = CD_MSG_BACKUP;
+    req.u.backup.has_schedule = 1;
+    struct cd_backup_schedule *bs = &req.u.backup.schedule;
+    if (off) {
+        if (every != NULL || at != NULL) {
+            return usage_error("backup schedule", "--off goes alone");
+        }
+        /* Keep the directory (and retention) for `backup now`. */
+        rc = backup_status_of(&resp);
+        if (rc != 0) {
+            return rc == NO_CLIENT ? EXIT_FAIL : fail("backup schedule", rc, 0);
+        }
+        if (resp.u.backup_resp.has_schedule) {
+            *bs = resp.u.backup_resp.schedule;
+        }
+        codec_msg_free(&resp);
+        bs->interval_s = 0;
+        bs->has_at = 0;
+    } else {
+        if (every == NULL || parse_duration(every, &bs->interval_s) != 0) {
+            return usage_error("backup schedule",
+                               "--every takes a duration: 30s, 15m, 6h, 1d");
+        }
+        if (dir == NULL || dir[0] != '/' || strlen(dir) >= sizeof(bs->dir)) {
+            return usage_error("backup schedule",
+                               "--dir takes an absolute directory");
+        }
+        snprintf(bs->dir, sizeof(bs->dir), "%s", dir);
+    }
+    if (retain != NULL) {
+        if (parse_u64(retain, &v) != 0 || v > 100000) {
+            return usage_error("backup schedule",
+                               "--retain takes a count (0: keep all)");
+        }
+        bs->retain = (uint32_t)v;
+    }
+    if (at != NULL) {
+        unsigned hh, mm;
+        char extra;
+
+        if (sscanf(at, "%u:%u%c", &hh, &mm, &extra) != 2 || hh > 23 ||
+            mm > 59) {
+            return usage_error("backup schedule", "--at takes HH:MM");
+        }
+        bs->has_at = 1;
+        bs->at_minute = hh * 60 + mm;
+    }
+    rc = backup_call(&req, &resp);
+    if (rc != 0) {
+        if (rc == -EINVAL) {
+            fprintf(stderr,
+                    "clusterctl: backup schedule: refused by the "
+                    "leader (its log says why)\n");
+            return EXIT_FAIL;
+        }
+        return rc == NO_CLIENT ? EXIT_FAIL : fail("backup schedule", rc, 1);
+    }
+    codec_msg_free(&resp);
+    return now ? backup_now_main() : backup_status_main();
+}
+
+static int backup_main(int argc, char **argv)
+{
+    if (argc >= 2 && strcmp(argv[1], "schedule") == 0) {
+        return backup_schedule_main(argc - 1, argv + 1);
+    }
+    if (argc >= 2 &&
+        (strcmp(argv[1], "status") == 0 || strcmp(argv[1], "now") == 0)) {
+        char *pos[1];
+        int n;
+        int rc = parse_args(argv[1][0] == 's' ? "backup status" : "backup now",
+                            argc - 1, argv + 1, NULL, pos, 0, &n);
+
+        if (rc < 0) {
+            fputs(backup_help, stdout);
+            return EXIT_OK;
+        }
+        if (rc != 0) {
+            return rc;
+        }
+        return argv[1][0] == 's' ? backup_status_main() : backup_now_main();
+    }
+    int help = argc > 1 &&
+               (strcmp(argv[1], "--help") == 0 || strcmp(argv[1], "-h") == 0);
+
+    fputs(backup_help, help ? stdout : stderr);
+    return help ? EXIT_OK : EXIT_USAGE;
+}
+
 /* --- token, join, leave ------------------------------------------------ */
 
 static const char token_help[] =
@@ -2823,6 +3215,7 @@ static const struct
     {"member", member_main, "add|remove|promote|demote: change the parents"},
     {"leader", leader_main, "transfer [ID]: hand leadership to a voter"},
     {"snapshot", snapshot_main, "save|verify FILE: back up, check a backup"},
+    {"backup", backup_main, "schedule|status|now: the scheduled backups"},
     {"token", token_main, "create [--ttl S]: a join token for a new parent"},
     {"join", join_main, "[--child] --token T: make this host join"},
     {"leave", leave_main, "[--node ADDR | --child]: remove a parent or child"},

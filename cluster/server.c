@@ -585,7 +585,12 @@ static void snapshot_copy_done(uv_work_t *w, int status)
         job->raft_cb(job->raft_req, rv);
         free(job);
     }
-    if (s->close_deferred) {
+    server__work_done(s);
+}
+
+void server__work_done(struct server *s)
+{
+    if (s->close_deferred && s->snap_job == NULL && s->backup_job == NULL) {
         s->close_deferred = 0;
         close_all(s);
     }
@@ -1046,8 +1051,9 @@ static void close_all(struct server *s)
     if (s->closing_all) {
         return;
     }
-    if (s->snap_job != NULL) {
-        /* A snapshot copy is running: close once it is handed over. */
+    if (s->snap_job != NULL || s->backup_job != NULL) {
+        /* A snapshot copy or a backup runs on the thread pool with the
+         * store: close once it is over (server__work_done). */
         s->close_deferred = 1;
         return;
     }

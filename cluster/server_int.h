@@ -25,6 +25,7 @@ enum lead_state {
 struct conn;
 struct proposal;
 struct snapshot_job;
+struct backup_job;
 
 /* A member is alive while its match index keeps up with the leader's log;
  * the leader appends a barrier when the log is quiet, so that it moves. */
@@ -43,7 +44,7 @@ struct metrics_state;
 enum server_write_kind {
     SERVER_WRITE_CLIENT = 0,     /* a client's WRITE: WRITE_RESP */
     SERVER_WRITE_CHILD_JOIN = 1, /* CHILD_JOIN_RESP with the new id */
-    SERVER_WRITE_CHILD_LEAVE = 2 /* OK */
+    SERVER_WRITE_OK = 2          /* OK: a child's leave, a backup schedule */
 };
 
 struct server
@@ -77,6 +78,10 @@ struct server
                            raft_io_snapshot_put_cb cb);
     struct snapshot_job *snap_job;
     int close_deferred;
+    /* A scheduled or requested backup running on the thread pool
+     * (server_backup.c); a "backup now" waiting for the next tick. */
+    struct backup_job *backup_job;
+    int backup_now;
 
     /* Leadership. */
     uv_prepare_t prepare;
@@ -174,6 +179,9 @@ const char *server__leader_api(struct server *s);
  * read error, which is returned. */
 int server__store_meta(struct server *s, struct store_meta *m);
 void server__maybe_stopped(struct server *s);
+/* Work on the thread pool (a snapshot copy, a backup) has finished: a
+ * close that waited for it goes on. */
+void server__work_done(struct server *s);
 
 /* api.c */
 int server__api_start(struct server *s);
@@ -203,6 +211,19 @@ int server__queue_write(struct server *s,
                         uint64_t child_id,
                         void *owned);
 
+/*
+ * Answer the request msg on c with a write of the server's own: op (its
+ * pointers into owned, or into msg) is queued for this turn's entry and
+ * answered as kind says.  1: msg and owned were taken; 0: c was answered
+ * with an error (owned freed) and the caller still frees msg.
+ */
+int server__queue_op(struct conn *c,
+                     struct cd_msg *msg,
+                     const struct cd_op *op,
+                     enum server_write_kind kind,
+                     uint64_t child_id,
+                     void *owned);
+
 /* vipctl.c: the virtual IP follows the leader's lease (see there). */
 int server__vip_start(struct server *s);  /* removes a stale VIP */
 void server__vip_check(struct server *s); /* each loop turn, each API read */
@@ -227,6 +248,13 @@ void server__children_reset(struct server *s); /* leadership gained/lost */
 void server__children_free(struct server *s);
 /* Registered children; by state and staleness on the leader (into st). */
 void server__children_stats(struct server *s, struct metrics_state *st);
+
+/* server_backup.c: scheduled backups (backup.h).  The request returns 1
+ * when it took msg (a schedule's write), 0 when it answered. */
+void server__backup_tick(struct server *s); /* each housekeeping tick */
+int server__backup_request(struct conn *c, struct cd_msg *msg);
+int server__backup_running(const struct server *s);
+void server__backup_stats(struct server *s, struct metrics_state *st);
 
 /* server_metrics.c: the HTTP endpoint (metrics.h), if configured. */
 int server__metrics_start(struct server *s); /* after the API listens */

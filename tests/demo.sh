@@ -103,7 +103,7 @@ run ctl status
 
 say "Backup: the cluster's data, streamed from a parent, checked offline"
 run ctl snapshot save "$DIR/backup.snap"
-run "$BIN/clusterd-store" verify "$DIR/backup.snap"
+run ctl snapshot verify "$DIR/backup.snap"
 
 say "A local program reads a parent's store through libclusterd: no daemon in the way"
 run "$BIN/clusterd-read" -d "$DIR/p2/state.mdb" /policies/antispam/level

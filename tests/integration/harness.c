@@ -9,6 +9,7 @@
 #include <netinet/in.h>
 #include <limits.h>
 #include <signal.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -572,6 +573,34 @@ int harness_reap(pid_t pid, int sig, unsigned timeout_ms)
         harness_sleep_ms(10);
     }
     return st;
+}
+
+int harness_ctl(struct harness *h, const char *log, ...)
+{
+    char bin[4300], eps[HARNESS_MAX_NODES * 32 + 1] = "";
+    const char *argv[24];
+    int n = 0;
+    va_list ap;
+    snprintf(bin, sizeof bin, "%s", h->bin);
+    char *slash = strrchr(bin, '/');
+    snprintf(slash + 1, sizeof bin - (size_t)(slash + 1 - bin), "clusterctl");
+    for (int i = 0; i < h->n; i++) {
+        size_t used = strlen(eps);
+        snprintf(eps + used, sizeof eps - used, "%s%s", i ? "," : "",
+                 h->node[i].api);
+    }
+    argv[n++] = bin;
+    argv[n++] = "--endpoints";
+    argv[n++] = eps;
+    va_start(ap, log);
+    for (const char *a = va_arg(ap, const char *); a != NULL && n < 23;
+         a = va_arg(ap, const char *)) {
+        argv[n++] = a;
+    }
+    va_end(ap);
+    argv[n] = NULL;
+    int st = harness_reap(harness_spawn(argv, log, NULL), 0, 60000);
+    return st >= 0 && WIFEXITED(st) ? WEXITSTATUS(st) : -1;
 }
 
 /* --- children ------------------------------------------------------------ */

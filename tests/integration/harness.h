@@ -108,6 +108,11 @@ struct harness_digest
  * read-only, while its owner runs. */
 int harness_store_digest(const char *path, struct harness_digest *out);
 
+/* Run clusterctl with --endpoints of every node and the arguments that
+ * follow (NULL-ended); its output is appended to log.  Its exit status,
+ * or -1 (killed after 60 s, or it could not run). */
+int harness_ctl(struct harness *h, const char *log, ...);
+
 /* --- children ----------------------------------------------------------- */
 
 /* Start clusterd-child i, following endpoints (NULL: every node's API, in

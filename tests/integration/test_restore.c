@@ -71,36 +71,6 @@ static void put(struct harness *h, const char *key, const char *value)
     cd_client_close(c);
 }
 
-/* Run clusterctl with the endpoints of every node; its output goes to log.
- * The exit status, or -1. */
-static int ctl(struct harness *h, const char *log, ...)
-{
-    char bin[4300], eps[256] = "";
-    const char *argv[16];
-    int n = 0;
-    va_list ap;
-    snprintf(bin, sizeof bin, "%s", h->bin);
-    char *slash = strrchr(bin, '/');
-    snprintf(slash + 1, sizeof bin - (size_t)(slash + 1 - bin), "clusterctl");
-    for (int i = 0; i < h->n; i++) {
-        size_t used = strlen(eps);
-        snprintf(eps + used, sizeof eps - used, "%s%s", i ? "," : "",
-                 h->node[i].api);
-    }
-    argv[n++] = bin;
-    argv[n++] = "--endpoints";
-    argv[n++] = eps;
-    va_start(ap, log);
-    for (const char *a = va_arg(ap, const char *); a != NULL && n < 15;
-         a = va_arg(ap, const char *)) {
-        argv[n++] = a;
-    }
-    va_end(ap);
-    argv[n] = NULL;
-    int st = harness_reap(harness_spawn(argv, log, NULL), 0, 30000);
-    return st >= 0 && WIFEXITED(st) ? WEXITSTATUS(st) : -1;
-}
-
 /* Poll until child i's cache holds exactly what node `node` holds (keys,
  * values, revisions, history epoch): 0, or CD_ETIMEOUT with why. */
 static int wait_cache_equal(struct harness *h,
@@ -192,8 +162,9 @@ static void test_restore_children_reattach(void **state)
     /* The backup, with the command an operator runs, checked offline. */
     snprintf(backup, sizeof backup, "%s/backup.snap", h->base);
     snprintf(log, sizeof log, "%s/clusterctl.log", h->base);
-    assert_int_equal(ctl(h, log, "snapshot", "save", backup, NULL), 0);
-    assert_int_equal(ctl(h, log, "snapshot", "verify", backup, NULL), 0);
+    assert_int_equal(harness_ctl(h, log, "snapshot", "save", backup, NULL), 0);
+    assert_int_equal(harness_ctl(h, log, "snapshot", "verify", backup, NULL),
+                     0);
     assert_true(harness_file_has(log, "saved "));
     check_rc(harness_store_meta(h, 0, &before), 0);
 

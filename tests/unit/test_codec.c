@@ -338,6 +338,33 @@ static const struct cd_child_status sample_children[] = {
      .n_services = 1},
 };
 
+static const struct cd_backup_schedule sample_schedule = {
+    .interval_s = 86400,
+    .retain = 14,
+    .has_at = 1,
+    .at_minute = 0, /* midnight: present although zero */
+    .set_ms = 1796521600677ull,
+    .dir = "/var/backups/clusterd",
+};
+
+static const struct cd_backup_result sample_result = {
+    .time_ms = 1796529600000ull,
+    .ok = 0,
+    .node_id = 4,
+    .revision = 0, /* a failed backup may have none */
+    .bytes = 0,
+    .keys = 0,
+    .duration_ms = 12,
+    .failures = 3,
+    .pruned = 0,
+    .last_ok_ms = 1796443200000ull,
+    .file = "",
+    .last_ok_file =
+        "/var/backups/clusterd/clusterd-04ee216504a59979-20261205T040000Z-"
+        "r5120.snap",
+    .error = "cannot create /var/backups/clusterd: No space left on device",
+};
+
 static const enum cd_msg_type all_types[] = {
     CD_MSG_ERROR,
     CD_MSG_OK,
@@ -369,6 +396,8 @@ static const enum cd_msg_type all_types[] = {
     CD_MSG_CHILD_REPORT,
     CD_MSG_CHILDREN,
     CD_MSG_CHILDREN_RESP,
+    CD_MSG_BACKUP,
+    CD_MSG_BACKUP_RESP,
 };
 
 #define N_ALL_TYPES (sizeof(all_types) / sizeof(all_types[0]))
@@ -517,6 +546,19 @@ static void sample_msg(enum cd_msg_type t, struct cd_msg *m)
             m->u.children_resp.n_children =
                 sizeof(sample_children) / sizeof(sample_children[0]);
             m->u.children_resp.revision = 42;
+            break;
+        case CD_MSG_BACKUP:
+            m->u.backup.has_schedule = 1;
+            m->u.backup.schedule = sample_schedule;
+            m->u.backup.now = 1;
+            break;
+        case CD_MSG_BACKUP_RESP:
+            m->u.backup_resp.has_schedule = 1;
+            m->u.backup_resp.schedule = sample_schedule;
+            m->u.backup_resp.has_last = 1;
+            m->u.backup_resp.last = sample_result;
+            m->u.backup_resp.next_ms = 1796529600000ull;
+            m->u.backup_resp.running = 1;
             break;
         default:
             break;
@@ -1946,6 +1988,78 @@ static void test_decode_missing_fields(void **state)
     }
 }
 
+/* The backup records as stored: round trip, the limits of the texts held
+ * in place. */
+static void test_backup_records(void **state)
+{
+    struct cd_backup_schedule bs, bs2;
+    struct cd_backup_result br, br2;
+    uint8_t *buf;
+    size_t len;
+    const char *d;
+
+    (void)state;
+    expect_rc(codec_backup_schedule_encode(&sample_schedule, &buf, &len), 0);
+    expect_rc(codec_backup_schedule_decode(buf, len, &bs), 0);
+    free(buf);
+    d = backup_schedule_diff("schedule", &sample_schedule, &bs);
+    if (d != NULL) {
+        fail_msg("schedule differs after a round trip: %s", d);
+    }
+    assert_true(bs.has_at && bs.at_minute == 0);
+    /* Off: an empty record, still a record. */
+    memset(&bs, 0, sizeof(bs));
+    expect_rc(codec_backup_schedule_encode(&bs, &buf, &len), 0);
+    expect_rc(codec_backup_schedule_decode(buf, len, &bs2), 0);
+    free(buf);
+    assert_int_equal(bs2.interval_s, 0);
+    assert_false(bs2.has_at);
+
+    expect_rc(codec_backup_result_encode(&sample_result, &buf, &len), 0);
+    expect_rc(codec_backup_result_decode(buf, len, &br), 0);
+    free(buf);
+    d = backup_result_diff("result", &sample_result, &br);
+    if (d != NULL) {
+        fail_msg("result differs after a round trip: %s", d);
+    }
+
+    /* An unterminated array cannot be encoded. */
+    bs = sample_schedule;
+    memset(bs.dir, 'd', sizeof(bs.dir));
+    expect_rc(codec_backup_schedule_encode(&bs, &buf, &len), CD_EBADOP);
+    assert_null(buf);
+
+    /* From the wire: a dir that does not fit is refused, a long error
+     * text is cut, time_ms is required. */
+    {
+        char long_dir[CD_BACKUP_DIR_MAX + 8];
+        char long_err[CD_BACKUP_ERROR_MAX * 2];
+        struct pbw w = {0};
+
+        memset(long_dir, 'x', sizeof(long_dir) - 1);
+        long_dir[sizeof(long_dir) - 1] = '\0';
+        pbw_str(&w, 3, long_dir);
+        expect_rc(codec_backup_schedule_decode(w.buf, w.len, &bs),
+                  CD_EMALFORMED);
+        pbw_free(&w);
+
+        memset(long_err, 'e', sizeof(long_err) - 1);
+        long_err[sizeof(long_err) - 1] = '\0';
+        pbw_uint(&w, 1, 5);
+        pbw_str(&w, 9, long_err);
+        expect_rc(codec_backup_result_decode(w.buf, w.len, &br2), 0);
+        assert_int_equal(strlen(br2.error), CD_BACKUP_ERROR_MAX - 1);
+        pbw_free(&w);
+
+        pbw_uint(&w, 2, 1); /* ok, but no time_ms */
+        expect_rc(codec_backup_result_decode(w.buf, w.len, &br2),
+                  CD_EMALFORMED);
+        pbw_free(&w);
+        expect_rc(codec_backup_result_decode((const uint8_t *)"\xff", 1, &br2),
+                  CD_EMALFORMED);
+    }
+}
+
 /*
  * Children older than history epochs send a Hello without field 7: it
  * decodes as epoch 0, which is what a parent of a never-restored cluster
@@ -2593,6 +2707,7 @@ int main(void)
         cmocka_unit_test(test_encode_invalid),
         cmocka_unit_test(test_free_is_safe),
         cmocka_unit_test(test_hello_epoch_compat),
+        cmocka_unit_test(test_backup_records),
     };
 
     return cmocka_run_group_tests(tests, setup, NULL);
