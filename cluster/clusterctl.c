@@ -1622,7 +1622,7 @@ static int status_one(const char *ep, struct table *t, size_t *n_failed)
         json_cstr(s->leader_api);
         fputs(",\"version\":", stdout);
         json_cstr(s->version);
-        fputs("}\n", stdout);
+        printf(",\"epoch\":\"%016" PRIx64 "\"}\n", s->epoch);
     } else {
         char *leader = NULL;
 
@@ -2190,16 +2190,16 @@ static int leader_main(int argc, char **argv)
 
 static const char snapshot_help[] =
     "usage: clusterctl snapshot save FILE\n"
-    "       clusterctl snapshot verify FILE\n"
+    "       clusterctl snapshot verify FILE...\n"
     "\n"
     "save: write a backup of the cluster's data to FILE.  It is written as\n"
     "FILE.part, synced, verified, then renamed, so FILE is never a partial\n"
     "or damaged backup.  ('-' streams it to stdout, unverified.)\n"
     "\n"
-    "verify: check a backup offline (no cluster needed): framing, length,\n"
-    "CRC-32, that the store inside opens, and its records; print its\n"
+    "verify: check backups offline (no cluster needed): framing, length,\n"
+    "CRC-32, that the store inside opens, and its records; print each one's\n"
     "cluster id, history epoch, revision, keys and size.  Exit status 0 if\n"
-    "it is sound, 1 if not (the message says what is wrong).\n"
+    "all are sound, 1 if not (the message says what is wrong).\n"
     "\n"
     "Restore a backup into a new cluster with\n"
     "'clusterd --bootstrap --restore FILE' (clusterd(8)).\n";
@@ -2287,6 +2287,11 @@ static int snapshot_verify(const char *file)
     if (strcmp(file, "-") == 0 || stat(file, &st) != 0) {
         st.st_size = -1;
     }
+    /* A blank line between the reports of several files. */
+    static int shown;
+    if (shown++ && !g.json) {
+        putchar('\n');
+    }
     print_backup_info(file, &b, (long long)st.st_size, 0);
     return EXIT_OK;
 }
@@ -2363,9 +2368,11 @@ static int snapshot_save(const char *file)
     return EXIT_OK;
 }
 
+#define VERIFY_MAX_FILES 1024
+
 static int snapshot_main(int argc, char **argv)
 {
-    char *pos[1];
+    char *pos[VERIFY_MAX_FILES];
     int n;
     int rc;
     int verify = argc >= 2 && strcmp(argv[1], "verify") == 0;
@@ -2378,7 +2385,8 @@ static int snapshot_main(int argc, char **argv)
         fputs(snapshot_help, help ? stdout : stderr);
         return help ? EXIT_OK : EXIT_USAGE;
     }
-    rc = parse_args(cmd, argc - 1, argv + 1, NULL, pos, 1, &n);
+    rc = parse_args(cmd, argc - 1, argv + 1, NULL, pos,
+                    verify ? VERIFY_MAX_FILES : 1, &n);
     if (rc < 0) {
         fputs(snapshot_help, stdout);
         return EXIT_OK;
@@ -2386,10 +2394,21 @@ static int snapshot_main(int argc, char **argv)
     if (rc != 0) {
         return rc;
     }
-    if (n != 1) {
-        return usage_error(cmd, "expected FILE");
+    if (n < 1) {
+        return usage_error(cmd, verify ? "expected FILE..." : "expected FILE");
     }
-    return verify ? snapshot_verify(pos[0]) : snapshot_save(pos[0]);
+    if (!verify) {
+        return snapshot_save(pos[0]);
+    }
+    /* Each file is checked, a failure does not stop the others; the
+     * status is the worst. */
+    rc = EXIT_OK;
+    for (int i = 0; i < n; i++) {
+        int one = snapshot_verify(pos[i]);
+
+        rc = one != EXIT_OK ? one : rc;
+    }
+    return rc;
 }
 
 /* --- backup ------------------------------------------------------------ */
@@ -2577,7 +2596,17 @@ static void print_backup_status(const struct cd_msg *m)
 
         fmt_utc(next, t1, sizeof(t1));
         if (next > now) {
-            fmt_duration((next - now + 999) / 1000, every, sizeof(every));
+            uint64_t in = (next - now + 999) / 1000;
+
+            if (in >= 3600) {
+                snprintf(every, sizeof(every), "%" PRIu64 "h%02" PRIu64 "m",
+                         in / 3600, in % 3600 / 60);
+            } else if (in >= 60) {
+                snprintf(every, sizeof(every), "%" PRIu64 "m%02" PRIu64 "s",
+                         in / 60, in % 60);
+            } else {
+                snprintf(every, sizeof(every), "%" PRIu64 "s", in);
+            }
             printf("next         %s (in %s)\n", t1, every);
         } else {
             printf("next         due now\n");

@@ -766,8 +766,12 @@ static int adopt_join_snapshot(struct server *s)
         rc = CD_EBADCLUSTER;
     }
     if (rc != 0) {
-        log_error("server", "taking the cluster's state failed: %s (%s)",
-                  cd_strerror(rc), cd_errname(rc));
+        log_error("server",
+                  "taking the cluster's state failed: %s (%s); the cluster "
+                  "added this parent as node %" PRIu64
+                  ": remove it (clusterctl member remove %" PRIu64
+                  ") before starting again",
+                  cd_strerror(rc), cd_errname(rc), s->id, s->id);
         return rc;
     }
     unlink(path);
