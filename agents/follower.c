@@ -294,7 +294,7 @@ static int fetch_snapshot(struct follower *f, struct cd_client *c)
                  "downloading a snapshot",
                  f->revision);
     }
-    int rc = cd_client_snapshot(c, fd, &rev);
+    int rc = cd_client_snapshot_recent(c, fd, &rev);
     if (rc == 0 && fsync(fd) != 0) {
         rc = -errno;
     }

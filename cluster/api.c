@@ -14,6 +14,7 @@
  * requests hold a reference.
  */
 #include <errno.h>
+#include <fcntl.h>
 #include <inttypes.h>
 #include <openssl/evp.h>
 #include <stdio.h>
@@ -21,6 +22,7 @@
 #include <string.h>
 #include <sys/random.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include "../lib/err.h"
 #include "../lib/log.h"
@@ -31,6 +33,8 @@
 #define WATCH_PAGE_BYTES ((size_t)1 << 20) /* and about this many bytes */
 #define WATCH_BACKLOG ((size_t)8 << 20)    /* pause a watch above this */
 #define SNAPSHOT_CHUNK ((size_t)1 << 20)
+#define SNAPSHOT_BACKLOG ((size_t)4 << 20) /* queued per download, at most */
+#define SNAPSHOT_REUSE_MS 2000             /* a copy serves later requests */
 #define TICK_MS 250
 #define CHILD_HEARTBEAT_MS 1000
 
@@ -45,12 +49,15 @@ struct watch
     struct watch *next_watch;
 };
 
+struct snap_send;
+
 struct conn
 {
     uv_tcp_t tcp;
     struct server *s;
     struct codec_reader reader;
     struct watch *watches;
+    struct snap_send *sends; /* snapshot downloads in progress */
     int refs; /* requests in flight that will answer on this conn */
     int closing;
     uint64_t last_active; /* loop time, ms */
@@ -96,6 +103,7 @@ struct read_batch
 };
 
 static void conn_close(struct conn *c);
+static void snap_pump(struct conn *c);
 
 /* --- sending ------------------------------------------------------------- */
 
@@ -116,8 +124,13 @@ static void send_done(uv_write_t *w, int status)
     free(r);
     if (c->closing && c->refs == 0) {
         conn_close(c);
-    } else if (c->watches != NULL) {
+        return;
+    }
+    if (c->watches != NULL) {
         c->s->watches_dirty = 1; /* a drained queue may resume a watch */
+    }
+    if (c->sends != NULL) {
+        snap_pump(c); /* and a download */
     }
 }
 
@@ -821,57 +834,264 @@ static void start_watch(struct conn *c, struct cd_msg *req)
 
 /* --- snapshot download --------------------------------------------------- */
 
-static void send_snapshot(struct conn *c, uint64_t request_id)
+/*
+ * Downloads of the store's snapshot (a child catching up or replacing its
+ * cache, clusterctl snapshot save, a parent joining) never copy the store
+ * on the loop: the copy is made on libuv's thread pool, as raft's
+ * snapshots are, into an unnamed file in the data directory.  A copy
+ * serves every later request while the store has not changed since it
+ * began (then it holds every write acknowledged before them), and the
+ * requests that say a recent copy will do (children, who catch up from the
+ * copy's revision in their stream) while it is being made and for
+ * SNAPSHOT_REUSE_MS after: after a restore every child asks at once.  Each
+ * download is paced: a chunk is read and sent only while its connection
+ * has less than SNAPSHOT_BACKLOG queued, so that a thousand downloads do
+ * not queue a thousand copies in memory.
+ */
+struct snap_copy
 {
-    struct server *s = c->s;
-    FILE *f = tmpfile();
-    struct store_snapshot_info info;
-    struct store_read *r;
-    struct store_meta meta = {0};
-    if (f == NULL) {
-        send_error(c, request_id, -errno);
-        return;
-    }
-    if (store_read_begin(s->store, &r) == 0) {
-        store_read_meta(r, &meta);
-        store_read_end(r);
-    }
-    int rc = store_snapshot(s->store, fileno(f), &info);
-    if (rc != 0) {
-        fclose(f);
-        send_error(c, request_id, rc);
-        return;
-    }
-    rewind(f);
-    uint8_t *buf = malloc(SNAPSHOT_CHUNK);
-    uint64_t off = 0;
-    size_t n;
-    int last = 0;
-    while (buf != NULL && !last) {
-        n = fread(buf, 1, SNAPSHOT_CHUNK, f);
-        int ch = fgetc(f);
-        last = ch == EOF;
-        if (!last) {
-            ungetc(ch, f);
+    uv_work_t work;
+    struct server *s;
+    int fd;
+    uint64_t revision; /* the store's before the copy: the copy is as new */
+    uint64_t size;
+    uint64_t made_ms; /* loop time it was ready */
+    int rc;
+    int done;
+    unsigned refs; /* downloads using it, and 1 while it is s->dl_copy */
+};
+
+struct snap_send
+{
+    struct snap_copy *copy;
+    uint64_t request_id;
+    uint64_t off;
+    struct snap_send *next;
+};
+
+static void copy_release(struct snap_copy *cp)
+{
+    if (cp != NULL && --cp->refs == 0) {
+        if (cp->fd >= 0) {
+            close(cp->fd);
         }
-        struct cd_msg m;
-        memset(&m, 0, sizeof m);
-        m.request_id = request_id;
-        m.type = CD_MSG_SNAPSHOT_CHUNK;
-        m.u.snapshot_chunk.offset = off;
-        m.u.snapshot_chunk.data = (struct cd_buf){buf, n};
-        m.u.snapshot_chunk.last = last;
-        m.u.snapshot_chunk.revision = meta.revision;
-        if (conn_send(c, &m) != 0) {
+        free(cp);
+    }
+}
+
+/* End a download (done, failed, or its connection closes). */
+static void send_drop(struct conn *c, struct snap_send *d)
+{
+    for (struct snap_send **pd = &c->sends; *pd != NULL; pd = &(*pd)->next) {
+        if (*pd == d) {
+            *pd = d->next;
             break;
         }
-        off += n;
     }
-    if (buf == NULL) {
-        send_error(c, request_id, -ENOMEM);
+    copy_release(d->copy);
+    free(d);
+    c->refs--;
+}
+
+static void sends_drop_all(struct conn *c)
+{
+    while (c->sends != NULL) {
+        send_drop(c, c->sends);
+    }
+}
+
+/* Send what the connection can take of its downloads whose copy is ready;
+ * answer those whose copy failed. */
+static void snap_pump(struct conn *c)
+{
+    struct snap_send *d = c->sends;
+    uint8_t *buf = NULL;
+    while (d != NULL && !c->closing) {
+        struct snap_send *next = d->next;
+        struct snap_copy *cp = d->copy;
+        if (!cp->done) {
+            d = next;
+            continue;
+        }
+        if (cp->rc != 0) {
+            send_error(c, d->request_id, cp->rc);
+            send_drop(c, d);
+            d = next;
+            continue;
+        }
+        if (buf == NULL && (buf = malloc(SNAPSHOT_CHUNK)) == NULL) {
+            break; /* the next drained write tries again */
+        }
+        int finished = 0;
+        while (!finished && uv_stream_get_write_queue_size(
+                                (uv_stream_t *)&c->tcp) < SNAPSHOT_BACKLOG) {
+            size_t want = cp->size - d->off < SNAPSHOT_CHUNK
+                              ? (size_t)(cp->size - d->off)
+                              : SNAPSHOT_CHUNK;
+            ssize_t n = pread(cp->fd, buf, want, (off_t)d->off);
+            if (n != (ssize_t)want) {
+                send_error(c, d->request_id, n < 0 ? -errno : CD_ETRUNCATED);
+                finished = 1;
+                break;
+            }
+            struct cd_msg m;
+            memset(&m, 0, sizeof m);
+            m.request_id = d->request_id;
+            m.type = CD_MSG_SNAPSHOT_CHUNK;
+            m.u.snapshot_chunk.offset = d->off;
+            m.u.snapshot_chunk.data = (struct cd_buf){buf, want};
+            m.u.snapshot_chunk.last = d->off + want == cp->size;
+            m.u.snapshot_chunk.revision = cp->revision;
+            if (conn_send(c, &m) != 0) {
+                finished = 1;
+                break;
+            }
+            d->off += want;
+            finished = d->off == cp->size;
+        }
+        if (finished) {
+            send_drop(c, d);
+        }
+        d = next;
     }
     free(buf);
-    fclose(f);
+}
+
+static void copy_work(uv_work_t *w)
+{
+    struct snap_copy *cp = w->data;
+    cp->rc = store_snapshot(cp->s->store, cp->fd, NULL);
+    if (cp->rc == 0) {
+        off_t end = lseek(cp->fd, 0, SEEK_END);
+        cp->rc = end < 0 ? -errno : 0;
+        cp->size = end < 0 ? 0 : (uint64_t)end;
+    }
+}
+
+static void copy_done(uv_work_t *w, int status)
+{
+    struct snap_copy *cp = w->data;
+    struct server *s = cp->s;
+    s->dl_copy_running--;
+    cp->done = 1;
+    cp->made_ms = uv_now(s->loop);
+    if (status != 0 && cp->rc == 0) {
+        cp->rc = status;
+    }
+    if (cp->rc != 0) {
+        log_warn("api", "snapshot for a download failed: %s",
+                 cd_strerror(cp->rc));
+    }
+    cp->refs++; /* the downloads below may drop it to zero */
+    unsigned waiting = 0;
+    for (struct conn *c = s->conns; c != NULL; c = c->next) {
+        for (struct snap_send *d = c->sends; d != NULL; d = d->next) {
+            waiting += d->copy == cp;
+        }
+    }
+    if (cp->rc == 0) {
+        log_info("api",
+                 "snapshot copy at revision %" PRIu64 ": %" PRIu64
+                 " bytes, for %u download(s)",
+                 cp->revision, cp->size, waiting);
+    }
+    struct conn *next;
+    for (struct conn *c = s->conns; c != NULL; c = next) {
+        next = c->next;
+        for (struct snap_send *d = c->sends; d != NULL; d = d->next) {
+            if (d->copy == cp) {
+                snap_pump(c);
+                break;
+            }
+        }
+    }
+    copy_release(cp);
+    server__work_done(s);
+}
+
+/* The copy a request should use: the current one when it will do (see
+ * above), else a new one.  NULL with *rc on failure. */
+static struct snap_copy *copy_for_request(struct server *s, int recent, int *rc)
+{
+    struct snap_copy *cp = s->dl_copy;
+    int usable = cp != NULL && !(cp->done && cp->rc != 0);
+    if (usable && cp->revision == s->fsm.revision) {
+        return cp;
+    }
+    if (usable && recent &&
+        (!cp->done || uv_now(s->loop) - cp->made_ms <= SNAPSHOT_REUSE_MS)) {
+        return cp;
+    }
+    if (s->stopping) {
+        *rc = CD_ESHUTDOWN;
+        return NULL;
+    }
+    cp = calloc(1, sizeof *cp);
+    if (cp == NULL) {
+        *rc = -ENOMEM;
+        return NULL;
+    }
+    /* An unnamed file beside the store: nothing to clean up after a
+     * crash, and the disk that holds the store has room for its copy.
+     * Where the file system has no unnamed files, a named one, unlinked
+     * at once. */
+    cp->fd = open(s->cfg.data_dir, O_TMPFILE | O_RDWR | O_CLOEXEC, 0600);
+    if (cp->fd < 0 && (errno == EOPNOTSUPP || errno == EISDIR)) {
+        char path[300];
+        snprintf(path, sizeof path, "%s/download.XXXXXX", s->cfg.data_dir);
+        cp->fd = mkostemp(path, O_CLOEXEC);
+        if (cp->fd >= 0) {
+            unlink(path);
+        }
+    }
+    if (cp->fd < 0) {
+        *rc = -errno;
+        free(cp);
+        return NULL;
+    }
+    struct store_meta meta;
+    server__store_meta(s, &meta);
+    cp->s = s;
+    cp->revision = meta.revision;
+    cp->refs = 1; /* as s->dl_copy */
+    cp->work.data = cp;
+    if ((*rc = uv_queue_work(s->loop, &cp->work, copy_work, copy_done)) != 0) {
+        close(cp->fd);
+        free(cp);
+        return NULL;
+    }
+    s->dl_copy_running++;
+    copy_release(s->dl_copy);
+    s->dl_copy = cp;
+    return cp;
+}
+
+static void send_snapshot(struct conn *c, uint64_t request_id, int recent)
+{
+    struct server *s = c->s;
+    int rc = 0;
+    struct snap_send *d = calloc(1, sizeof *d);
+    struct snap_copy *cp = d != NULL ? copy_for_request(s, recent, &rc) : NULL;
+    if (cp == NULL) {
+        free(d);
+        send_error(c, request_id, d == NULL ? -ENOMEM : rc);
+        return;
+    }
+    cp->refs++;
+    d->copy = cp;
+    d->request_id = request_id;
+    d->next = c->sends;
+    c->sends = d;
+    c->refs++; /* the connection lives until the download ends */
+    if (cp->done) {
+        snap_pump(c);
+    }
+}
+
+void server__downloads_close(struct server *s)
+{
+    copy_release(s->dl_copy);
+    s->dl_copy = NULL;
 }
 
 /* --- status and members -------------------------------------------------- */
@@ -1667,7 +1887,7 @@ static void dispatch(struct conn *c, struct cd_msg *msg)
             leader_transfer(c, msg);
             break;
         case CD_MSG_SNAPSHOT:
-            send_snapshot(c, msg->request_id);
+            send_snapshot(c, msg->request_id, msg->u.snapshot.recent);
             break;
         case CD_MSG_TOKEN:
             create_token(c, msg);
@@ -1707,6 +1927,7 @@ static void conn_close(struct conn *c)
             c->watches = w->next_watch;
             watch_free(w);
         }
+        sends_drop_all(c);
         uv_read_stop((uv_stream_t *)&c->tcp);
     }
     if (c->refs > 0 || uv_is_closing((uv_handle_t *)&c->tcp)) {
@@ -2183,4 +2404,5 @@ void server__api_close(struct server *s)
         conn_close(c);
         c = next;
     }
+    server__downloads_close(s);
 }

@@ -203,7 +203,7 @@ int backup_take(struct store *s,
                 struct backup_outcome *out)
 {
     char stamp[32], part[CD_BACKUP_FILE_MAX];
-    struct stat st;
+    struct stat st = {0};
     time_t t = (time_t)(now_ms / 1000);
     struct tm tm;
     int rc;

@@ -1105,7 +1105,10 @@ int cd_client_follow(struct cd_client *c,
     return stream(c, &req, timeout_ms, cb, arg);
 }
 
-int cd_client_snapshot(struct cd_client *c, int fd, uint64_t *revision)
+static int snapshot_into(struct cd_client *c,
+                         int fd,
+                         uint64_t *revision,
+                         int recent)
 {
     struct cd_msg req;
     struct cd_msg m;
@@ -1114,6 +1117,7 @@ int cd_client_snapshot(struct cd_client *c, int fd, uint64_t *revision)
 
     memset(&req, 0, sizeof(req));
     req.type = CD_MSG_SNAPSHOT;
+    req.u.snapshot.recent = recent;
     rc = call_first(c, &req, &m);
     while (rc == 0) {
         if (m.type == CD_MSG_ERROR) {
@@ -1142,4 +1146,14 @@ int cd_client_snapshot(struct cd_client *c, int fd, uint64_t *revision)
     /* The rest of the stream may still be on its way. */
     disconnect(c);
     return rc;
+}
+
+int cd_client_snapshot(struct cd_client *c, int fd, uint64_t *revision)
+{
+    return snapshot_into(c, fd, revision, 0);
+}
+
+int cd_client_snapshot_recent(struct cd_client *c, int fd, uint64_t *revision)
+{
+    return snapshot_into(c, fd, revision, 1);
 }

@@ -169,6 +169,11 @@ int cd_client_follow(struct cd_client *c,
  * its negative errno.
  */
 int cd_client_snapshot(struct cd_client *c, int fd, uint64_t *revision);
+/* The same, but a copy the parent made a moment ago for another request
+ * will do (a child: the stream brings the changes after it), so that many
+ * children asking at once share one copy.  cd_client_snapshot() holds
+ * every write acknowledged before it was asked for (a backup). */
+int cd_client_snapshot_recent(struct cd_client *c, int fd, uint64_t *revision);
 
 /* --- children ------------------------------------------------------------ */
 

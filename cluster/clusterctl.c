@@ -2760,15 +2760,20 @@ static int backup_schedule_main(int argc, char **argv)
         bs->retain = (uint32_t)v;
     }
     if (at != NULL) {
-        unsigned hh, mm;
-        char extra;
+        uint64_t hh, mm;
+        char hh_s[3] = {0}, mm_s[3] = {0};
 
-        if (sscanf(at, "%u:%u%c", &hh, &mm, &extra) != 2 || hh > 23 ||
-            mm > 59) {
+        if (strlen(at) != 5 || at[2] != ':') {
+            return usage_error("backup schedule", "--at takes HH:MM");
+        }
+        memcpy(hh_s, at, 2);
+        memcpy(mm_s, at + 3, 2);
+        if (parse_u64_base(hh_s, 10, &hh) != 0 ||
+            parse_u64_base(mm_s, 10, &mm) != 0 || hh > 23 || mm > 59) {
             return usage_error("backup schedule", "--at takes HH:MM");
         }
         bs->has_at = 1;
-        bs->at_minute = hh * 60 + mm;
+        bs->at_minute = (uint32_t)(hh * 60 + mm);
     }
     rc = backup_call(&req, &resp);
     if (rc != 0) {

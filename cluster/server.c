@@ -590,7 +590,8 @@ static void snapshot_copy_done(uv_work_t *w, int status)
 
 void server__work_done(struct server *s)
 {
-    if (s->close_deferred && s->snap_job == NULL && s->backup_job == NULL) {
+    if (s->close_deferred && s->snap_job == NULL && s->backup_job == NULL &&
+        !s->dl_copy_running) {
         s->close_deferred = 0;
         close_all(s);
     }
@@ -1055,9 +1056,10 @@ static void close_all(struct server *s)
     if (s->closing_all) {
         return;
     }
-    if (s->snap_job != NULL || s->backup_job != NULL) {
-        /* A snapshot copy or a backup runs on the thread pool with the
-         * store: close once it is over (server__work_done). */
+    if (s->snap_job != NULL || s->backup_job != NULL || s->dl_copy_running) {
+        /* A snapshot copy (raft's or a download's) or a backup runs on the
+         * thread pool with the store: close once it is over
+         * (server__work_done). */
         s->close_deferred = 1;
         return;
     }

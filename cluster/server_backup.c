@@ -26,7 +26,7 @@
 
 #define SCHEDULE_KEY "/cluster/backup/schedule"
 #define LAST_KEY "/cluster/backup/last"
-#define MAX_INTERVAL_S (366u * 86400u)
+#define MAX_INTERVAL_S (366ull * 86400ull)
 #define MAX_RETAIN 100000u
 
 struct backup_job
@@ -316,11 +316,6 @@ int server__backup_request(struct conn *c, struct cd_msg *msg)
     }
     s->backup_now = msg->u.backup.now;
     return server__queue_op(c, msg, &op, SERVER_WRITE_OK, 0, w);
-}
-
-int server__backup_running(const struct server *s)
-{
-    return s->backup_job != NULL;
 }
 
 void server__backup_stats(struct server *s, struct metrics_state *st)

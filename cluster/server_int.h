@@ -26,6 +26,7 @@ struct conn;
 struct proposal;
 struct snapshot_job;
 struct backup_job;
+struct snap_copy;
 
 /* A member is alive while its match index keeps up with the leader's log;
  * the leader appends a barrier when the log is quiet, so that it moves. */
@@ -82,6 +83,10 @@ struct server
      * (server_backup.c); a "backup now" waiting for the next tick. */
     struct backup_job *backup_job;
     int backup_now;
+    /* Snapshot downloads (api.c): the copy they share, and whether one is
+     * being made on the thread pool. */
+    struct snap_copy *dl_copy;
+    unsigned dl_copy_running;
 
     /* Leadership. */
     uv_prepare_t prepare;
@@ -186,6 +191,8 @@ void server__work_done(struct server *s);
 /* api.c */
 int server__api_start(struct server *s);
 void server__api_close(struct server *s);
+/* Let go of the copy snapshot downloads share (at close). */
+void server__downloads_close(struct server *s);
 void server__on_ready(struct server *s);
 void server__on_lost(struct server *s);
 struct cd_result *server__results_for(void *arg, uint64_t index, size_t n_ops);
@@ -253,7 +260,6 @@ void server__children_stats(struct server *s, struct metrics_state *st);
  * when it took msg (a schedule's write), 0 when it answered. */
 void server__backup_tick(struct server *s); /* each housekeeping tick */
 int server__backup_request(struct conn *c, struct cd_msg *msg);
-int server__backup_running(const struct server *s);
 void server__backup_stats(struct server *s, struct metrics_state *st);
 
 /* server_metrics.c: the HTTP endpoint (metrics.h), if configured. */

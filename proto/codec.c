@@ -928,6 +928,8 @@ static int body_from_pb(const Clusterd__Envelope *e,
         case CLUSTERD__ENVELOPE__BODY_STATUS:
         case CLUSTERD__ENVELOPE__BODY_MEMBERS:
         case CLUSTERD__ENVELOPE__BODY_SNAPSHOT:
+            m->u.snapshot.recent = !!e->snapshot->recent;
+            return 0;
         case CLUSTERD__ENVELOPE__BODY_SHUTDOWN:
         case CLUSTERD__ENVELOPE__BODY_CHILDREN:
             return 0;
@@ -2153,6 +2155,8 @@ static int body_to_pb(const struct cd_msg *m,
             break;
         case CD_MSG_SNAPSHOT:
             clusterd__snapshot_request__init(&b->snapshot);
+            put_flag(m->u.snapshot.recent, &b->snapshot.has_recent,
+                     &b->snapshot.recent);
             e->snapshot = &b->snapshot;
             break;
         case CD_MSG_SNAPSHOT_CHUNK:

@@ -335,6 +335,10 @@ struct cd_msg
         } transfer;
         struct
         {
+            int recent; /* a copy made a moment ago will do */
+        } snapshot;
+        struct
+        {
             uint64_t offset;
             struct cd_buf data;
             int last;

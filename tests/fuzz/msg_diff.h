@@ -611,8 +611,10 @@ static inline const char *msg_diff(const struct cd_msg *a,
         case CD_MSG_OK:
         case CD_MSG_STATUS:
         case CD_MSG_MEMBERS:
-        case CD_MSG_SNAPSHOT:
         case CD_MSG_NONE:
+            break;
+        case CD_MSG_SNAPSHOT:
+            MSG_DIFF_FLAG(snapshot.recent);
             break;
     }
     return NULL;

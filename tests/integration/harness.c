@@ -9,7 +9,6 @@
 #include <netinet/in.h>
 #include <limits.h>
 #include <signal.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -575,12 +574,11 @@ int harness_reap(pid_t pid, int sig, unsigned timeout_ms)
     return st;
 }
 
-int harness_ctl(struct harness *h, const char *log, ...)
+int harness_ctlv(struct harness *h, const char *log, const char *const *args)
 {
     char bin[4300], eps[HARNESS_MAX_NODES * 32 + 1] = "";
     const char *argv[24];
     int n = 0;
-    va_list ap;
     snprintf(bin, sizeof bin, "%s", h->bin);
     char *slash = strrchr(bin, '/');
     snprintf(slash + 1, sizeof bin - (size_t)(slash + 1 - bin), "clusterctl");
@@ -592,12 +590,9 @@ int harness_ctl(struct harness *h, const char *log, ...)
     argv[n++] = bin;
     argv[n++] = "--endpoints";
     argv[n++] = eps;
-    va_start(ap, log);
-    for (const char *a = va_arg(ap, const char *); a != NULL && n < 23;
-         a = va_arg(ap, const char *)) {
-        argv[n++] = a;
+    for (size_t i = 0; args[i] != NULL && n < 23; i++) {
+        argv[n++] = args[i];
     }
-    va_end(ap);
     argv[n] = NULL;
     int st = harness_reap(harness_spawn(argv, log, NULL), 0, 60000);
     return st >= 0 && WIFEXITED(st) ? WEXITSTATUS(st) : -1;

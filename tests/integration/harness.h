@@ -108,10 +108,13 @@ struct harness_digest
  * read-only, while its owner runs. */
 int harness_store_digest(const char *path, struct harness_digest *out);
 
-/* Run clusterctl with --endpoints of every node and the arguments that
- * follow (NULL-ended); its output is appended to log.  Its exit status,
- * or -1 (killed after 60 s, or it could not run). */
-int harness_ctl(struct harness *h, const char *log, ...);
+/* Run clusterctl with --endpoints of every node and args (NULL-ended, at
+ * most 20); its output is appended to log.  Its exit status, or -1 (killed
+ * after 60 s, or it could not run).  harness_ctl(h, log, "backup", "now")
+ * makes the list. */
+int harness_ctlv(struct harness *h, const char *log, const char *const *args);
+#define harness_ctl(h, log, ...) \
+    harness_ctlv((h), (log), (const char *const[]){__VA_ARGS__, NULL})
 
 /* --- children ----------------------------------------------------------- */
 

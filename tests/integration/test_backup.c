@@ -118,7 +118,7 @@ static void test_scheduled_backups(void **state)
 {
     struct harness *h = *state;
     char dir[200], bad[200], log[200];
-    struct cd_backup_result last;
+    struct cd_backup_result last = {0};
     struct cd_msg m;
     check_rc(harness_init(h, 3, flags), 0);
     check_rc(harness_start(h, 0, H_BOOTSTRAP, 0), 0);
@@ -131,9 +131,9 @@ static void test_scheduled_backups(void **state)
     snprintf(log, sizeof log, "%s/clusterctl.log", h->base);
 
     /* No schedule yet: `backup now` has nowhere to write. */
-    assert_int_equal(harness_ctl(h, log, "backup", "now", NULL), 1);
+    assert_int_equal(harness_ctl(h, log, "backup", "now"), 1);
     assert_int_equal(harness_ctl(h, log, "backup", "schedule", "--every", "1s",
-                                 "--dir", dir, "--retain", "3", NULL),
+                                 "--dir", dir, "--retain", "3"),
                      0);
     check_rc(status(h, &m), 0);
     assert_true(m.u.backup_resp.has_schedule);
@@ -180,7 +180,7 @@ static void test_scheduled_backups(void **state)
     char last_ok_file[CD_BACKUP_FILE_MAX];
     snprintf(last_ok_file, sizeof last_ok_file, "%s", last.file);
     assert_int_equal(harness_ctl(h, log, "backup", "schedule", "--every", "1s",
-                                 "--dir", bad, "--retain", "3", NULL),
+                                 "--dir", bad, "--retain", "3"),
                      0);
     check_rc(wait_attempt(h, after, &last, 10000), 0);
     assert_false(last.ok);
@@ -199,22 +199,21 @@ static void test_scheduled_backups(void **state)
         logged |= harness_log_has(h, i, "backup into");
     }
     assert_true(logged);
-    assert_int_equal(harness_ctl(h, log, "backup", "status", NULL), 0);
+    assert_int_equal(harness_ctl(h, log, "backup", "status"), 0);
     assert_true(harness_file_has(log, "FAILED"));
-    assert_int_equal(harness_ctl(h, log, "backup", "now", NULL), 1);
+    assert_int_equal(harness_ctl(h, log, "backup", "now"), 1);
 
     /* Off, back to the good directory; `backup now` takes one. */
     assert_int_equal(harness_ctl(h, log, "backup", "schedule", "--every", "1d",
-                                 "--dir", dir, "--retain", "3", NULL),
+                                 "--dir", dir, "--retain", "3"),
                      0);
-    assert_int_equal(harness_ctl(h, log, "backup", "schedule", "--off", NULL),
-                     0);
+    assert_int_equal(harness_ctl(h, log, "backup", "schedule", "--off"), 0);
     check_rc(status(h, &m), 0);
     assert_int_equal(m.u.backup_resp.schedule.interval_s, 0);
     assert_string_equal(m.u.backup_resp.schedule.dir, dir);
     assert_int_equal(m.u.backup_resp.next_ms, 0);
     codec_msg_free(&m);
-    assert_int_equal(harness_ctl(h, log, "backup", "now", NULL), 0);
+    assert_int_equal(harness_ctl(h, log, "backup", "now"), 0);
     check_rc(status(h, &m), 0);
     assert_true(m.u.backup_resp.last.ok);
     assert_int_equal(m.u.backup_resp.last.failures, 0);

@@ -12,14 +12,19 @@
  *     A child that joined after the backup is not in the restored registry
  *     and stops (exit 3), even once its id has been handed out again;
  *   - --force-new-cluster on a survivor that is behind a child: the child
- *     takes the survivor's history instead of skipping its changes.
+ *     takes the survivor's history instead of skipping its changes;
+ *   - snapshot downloads: many children asking at once share a copy made
+ *     off the loop, while a backup always holds the writes acknowledged
+ *     before it was asked for.
  *
  * The parents keep libraft's default snapshot settings, so that parents
  * joining a restored cluster cannot rely on a raft snapshot to receive the
  * backup's state.  Timing bounds are generous liveness bounds.
  */
 #include <errno.h>
+#include <fcntl.h>
 #include <inttypes.h>
+#include <pthread.h>
 #include <setjmp.h>
 #include <signal.h>
 #include <stdarg.h>
@@ -35,6 +40,7 @@
 
 #include "harness.h"
 #include "lib/err.h"
+#include "storage/clusterd.h"
 
 static const char *const flags[] = {"--profile", "fast", NULL};
 
@@ -162,9 +168,8 @@ static void test_restore_children_reattach(void **state)
     /* The backup, with the command an operator runs, checked offline. */
     snprintf(backup, sizeof backup, "%s/backup.snap", h->base);
     snprintf(log, sizeof log, "%s/clusterctl.log", h->base);
-    assert_int_equal(harness_ctl(h, log, "snapshot", "save", backup, NULL), 0);
-    assert_int_equal(harness_ctl(h, log, "snapshot", "verify", backup, NULL),
-                     0);
+    assert_int_equal(harness_ctl(h, log, "snapshot", "save", backup), 0);
+    assert_int_equal(harness_ctl(h, log, "snapshot", "verify", backup), 0);
     assert_true(harness_file_has(log, "saved "));
     check_rc(harness_store_meta(h, 0, &before), 0);
 
@@ -317,6 +322,105 @@ static void test_force_new_cluster_child_ahead(void **state)
     assert_true(harness_file_has(h->child[0].log, "another history"));
 }
 
+/* Count the lines of file that contain needle. */
+static int count_lines(const char *file, const char *needle)
+{
+    FILE *f = fopen(file, "r");
+    char line[1024];
+    int n = 0;
+    while (f != NULL && fgets(line, sizeof line, f) != NULL) {
+        n += strstr(line, needle) != NULL;
+    }
+    if (f != NULL) {
+        fclose(f);
+    }
+    return n;
+}
+
+struct download
+{
+    struct harness *h;
+    char path[200];
+    pthread_t thread;
+    int rc;
+    struct store_snapshot_info info;
+};
+
+/* What a child does: a snapshot, "a recent copy will do", checked. */
+static void *download(void *arg)
+{
+    struct download *d = arg;
+    struct cd_client *c = harness_client(d->h, 1u, 20000);
+    int fd = open(d->path, O_RDWR | O_CREAT | O_TRUNC, 0600);
+    uint64_t rev = 0;
+    d->rc = c == NULL || fd < 0 ? -EIO : cd_client_snapshot_recent(c, fd, &rev);
+    if (d->rc == 0) {
+        char tmp[220];
+        snprintf(tmp, sizeof tmp, "%s.check", d->path);
+        lseek(fd, 0, SEEK_SET);
+        d->rc = store_snapshot_verify(fd, tmp, &d->info);
+    }
+    if (fd >= 0) {
+        close(fd);
+    }
+    cd_client_close(c);
+    return NULL;
+}
+
+static void test_downloads_share_copies(void **state)
+{
+    struct harness *h = *state;
+    char key[32], log[200];
+    check_rc(harness_init(h, 1, flags), 0);
+    check_rc(harness_start(h, 0, H_BOOTSTRAP, 0), 0);
+    check_rc(harness_wait_voters(h, 1, 15000), 0);
+    for (int i = 0; i < 200; i++) {
+        snprintf(key, sizeof key, "/bulk/%03d", i);
+        put(h, key, "0123456789abcdef0123456789abcdef");
+    }
+    struct store_meta m;
+    check_rc(harness_store_meta(h, 0, &m), 0);
+
+    /* Sixteen children at once: a few copies serve them all. */
+    enum { N = 16 };
+    struct download d[N];
+    int before = count_lines(h->node[0].log, "snapshot copy at revision");
+    for (int i = 0; i < N; i++) {
+        d[i].h = h;
+        d[i].rc = -1;
+        snprintf(d[i].path, sizeof d[i].path, "%s/dl%02d.snap", h->base, i);
+        assert_int_equal(pthread_create(&d[i].thread, NULL, download, &d[i]),
+                         0);
+    }
+    for (int i = 0; i < N; i++) {
+        pthread_join(d[i].thread, NULL);
+        check_rc(d[i].rc, 0);
+        assert_true(d[i].info.meta.revision >= m.revision);
+        assert_int_equal(d[i].info.keys, 200 + 4); /* and /cluster/... */
+    }
+    int copies =
+        count_lines(h->node[0].log, "snapshot copy at revision") - before;
+    if (copies < 1 || copies > N / 4) {
+        fail_msg("%d copies for %d simultaneous downloads", copies, N);
+    }
+
+    /* A backup right after a write holds it, each time. */
+    snprintf(log, sizeof log, "%s/clusterctl.log", h->base);
+    for (int i = 0; i < 3; i++) {
+        char file[200];
+        uint64_t rev = 0;
+        struct cd_client *c = harness_client(h, 0, 10000);
+        snprintf(key, sizeof key, "/after/%d", i);
+        check_rc(cd_client_put(c, key, strlen(key), "x", 1, &rev), 0);
+        cd_client_close(c);
+        snprintf(file, sizeof file, "%s/backup%d.snap", h->base, i);
+        assert_int_equal(harness_ctl(h, log, "snapshot", "save", file), 0);
+        struct clusterd_backup_info b;
+        check_rc(clusterd_backup_verify(file, NULL, &b), 0);
+        assert_true(b.revision >= rev);
+    }
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -324,6 +428,8 @@ int main(void)
                                         teardown),
         cmocka_unit_test_setup_teardown(test_force_new_cluster_child_ahead,
                                         setup, teardown),
+        cmocka_unit_test_setup_teardown(test_downloads_share_copies, setup,
+                                        teardown),
     };
     const char *filter = getenv("CD_TEST_FILTER");
     if (filter != NULL && filter[0] != '\0') {

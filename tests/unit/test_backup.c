@@ -55,8 +55,10 @@ static int setup(void **state)
     }
     snprintf(f->dir, sizeof f->dir, "/tmp/cd-backup-XXXXXX");
     if (mkdtemp(f->dir) == NULL) {
+        free(f);
         return -1;
     }
+    *state = f; /* the teardown cleans up from here on */
     snprintf(f->bk, sizeof f->bk, "%s/backups/daily", f->dir);
     snprintf(f->scratch, sizeof f->scratch, "%s/check", f->dir);
     snprintf(path, sizeof path, "%s/state.mdb", f->dir);
@@ -72,7 +74,6 @@ static int setup(void **state)
             return -1;
         }
     }
-    *state = f;
     return 0;
 }
 
@@ -148,7 +149,7 @@ static void test_next_at_time_of_day(void **state)
 
     /* Every 6 hours from 00:30. */
     struct cd_backup_schedule six = {
-        .interval_s = 6 * 3600, .has_at = 1, .at_minute = 30};
+        .interval_s = 6ull * 3600, .has_at = 1, .at_minute = 30};
     last.time_ms = utc_ms(2026, 12, 6, 13, 0);
     assert_int_equal(backup_next_ms(&six, &last), utc_ms(2026, 12, 6, 18, 30));
     last.time_ms = utc_ms(2026, 12, 6, 0, 10);

@@ -484,6 +484,9 @@ static void sample_msg(enum cd_msg_type t, struct cd_msg *m)
         case CD_MSG_TRANSFER:
             m->u.transfer.to = 3;
             break;
+        case CD_MSG_SNAPSHOT:
+            m->u.snapshot.recent = 1;
+            break;
         case CD_MSG_SNAPSHOT_CHUNK:
             m->u.snapshot_chunk.offset = 1u << 20;
             m->u.snapshot_chunk.data = (struct cd_buf)BUF("\0\1\2\3chunk");
