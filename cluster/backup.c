@@ -132,7 +132,8 @@ int backup_prune(const char *dir,
     time_t now = time(NULL);
     struct dirent *e;
     while ((e = readdir(d)) != NULL) {
-        if (has_affixes(e->d_name, part_prefix, ".part")) {
+        if (has_affixes(e->d_name, part_prefix, ".part") ||
+            has_affixes(e->d_name, part_prefix, ".check")) {
             /* Another parent may be writing this one into a shared
              * directory right now: only old ones go. */
             struct stat st;
@@ -198,11 +199,10 @@ int backup_take(struct store *s,
                 const char *dir,
                 uint64_t cluster_id,
                 unsigned retain,
-                const char *scratch,
                 uint64_t now_ms,
                 struct backup_outcome *out)
 {
-    char stamp[32], part[CD_BACKUP_FILE_MAX];
+    char stamp[32], part[CD_BACKUP_FILE_MAX], check[CD_BACKUP_FILE_MAX];
     struct stat st = {0};
     time_t t = (time_t)(now_ms / 1000);
     struct tm tm;
@@ -217,6 +217,8 @@ int backup_take(struct store *s,
         return failed(out, rc, "cannot create", dir);
     }
     snprintf(part, sizeof part, "%s/.clusterd-%016" PRIx64 "-%s.part", dir,
+             cluster_id, stamp);
+    snprintf(check, sizeof check, "%s/.clusterd-%016" PRIx64 "-%s.check", dir,
              cluster_id, stamp);
     int fd = open(part, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
     if (fd < 0) {
@@ -237,7 +239,7 @@ int backup_take(struct store *s,
      * checks it, before it takes a backup's name. */
     if (rc == 0) {
         fd = open(part, O_RDONLY | O_CLOEXEC);
-        rc = fd < 0 ? -errno : store_snapshot_verify(fd, scratch, &out->info);
+        rc = fd < 0 ? -errno : store_snapshot_verify(fd, check, &out->info);
         if (fd >= 0) {
             close(fd);
         }
@@ -260,6 +262,7 @@ int backup_take(struct store *s,
     }
     if (rc != 0) {
         unlink(part);
+        unlink(check); /* the check removes it; a crash in it would not */
         return rc;
     }
     int prc = backup_prune(dir, cluster_id, retain, &out->pruned);

@@ -59,11 +59,13 @@ struct backup_outcome
 /*
  * Take a backup of s into dir (created if missing, mode 0750) as described
  * above, then delete this cluster's oldest backups in dir beyond retain
- * (0: keep all), and part files of this cluster older than an hour (left
- * by a crash).  scratch is where the check copies the store while it runs
- * (a path in the data directory: the backup's directory may be small or
- * remote).  now_ms names the file.  Blocks for as long as the copy and the
- * check take: call it off the event loop.
+ * (0: keep all), and part and check files of this cluster older than an
+ * hour (left by a crash).  The check copies the store inside the backup
+ * to ".clusterd-<cluster>-<time>.check" in dir while it runs: the room a
+ * backup needs is taken from the backups' disk, never from the store's,
+ * whose log must never run out of room.  now_ms names the files.  Blocks
+ * for as long as the copy and the check take: call it off the event
+ * loop.
  * 0, or the first error (out->error says what failed, in words); nothing
  * is left under a backup name on failure.  A failed prune is not a failed
  * backup: it is reported in out->error with 0.
@@ -72,7 +74,6 @@ int backup_take(struct store *s,
                 const char *dir,
                 uint64_t cluster_id,
                 unsigned retain,
-                const char *scratch,
                 uint64_t now_ms,
                 struct backup_outcome *out);
 

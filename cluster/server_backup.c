@@ -35,7 +35,6 @@ struct backup_job
     struct server *s;
     char dir[CD_BACKUP_DIR_MAX];
     unsigned retain;
-    char scratch[300];
     uint64_t started_ms; /* wall clock */
     uint64_t started_ns; /* uv_hrtime */
     int has_prev;
@@ -99,9 +98,8 @@ static void record_result(struct server *s, const struct cd_backup_result *br)
 static void job_work(uv_work_t *w)
 {
     struct backup_job *job = w->data;
-    job->rc =
-        backup_take(job->s->store, job->dir, job->s->cluster_id, job->retain,
-                    job->scratch, job->started_ms, &job->out);
+    job->rc = backup_take(job->s->store, job->dir, job->s->cluster_id,
+                          job->retain, job->started_ms, &job->out);
 }
 
 static void job_done(uv_work_t *w, int status)
@@ -172,8 +170,6 @@ static int start_job(struct server *s,
     job->s = s;
     snprintf(job->dir, sizeof job->dir, "%s", bs->dir);
     job->retain = bs->retain;
-    snprintf(job->scratch, sizeof job->scratch, "%s/backup.check",
-             s->cfg.data_dir);
     job->started_ms = server__wall_ms();
     job->started_ns = uv_hrtime();
     job->has_prev = has_last;

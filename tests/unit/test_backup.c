@@ -41,7 +41,6 @@ struct fx
 {
     char dir[64];
     char bk[96];
-    char scratch[96];
     struct store *s;
 };
 
@@ -60,7 +59,6 @@ static int setup(void **state)
     }
     *state = f; /* the teardown cleans up from here on */
     snprintf(f->bk, sizeof f->bk, "%s/backups/daily", f->dir);
-    snprintf(f->scratch, sizeof f->scratch, "%s/check", f->dir);
     snprintf(path, sizeof path, "%s/state.mdb", f->dir);
     store_config_init(&cfg, path);
     cfg.durability = STORE_DURABLE_NONE;
@@ -216,8 +214,8 @@ static void test_take_and_retain(void **state)
     uint64_t t0 = utc_ms(2026, 12, 6, 4, 0);
     for (int i = 0; i < 4; i++) {
         assert_int_equal(store_put(f->s, "/n", 2, "x", 1, NULL), 0);
-        int rc = backup_take(f->s, f->bk, CID, 3, f->scratch,
-                             t0 + (uint64_t)i * 1000, &out);
+        int rc =
+            backup_take(f->s, f->bk, CID, 3, t0 + (uint64_t)i * 1000, &out);
         if (rc != 0) {
             fail_msg("backup %d: %s", i, out.error);
         }
@@ -238,7 +236,6 @@ static void test_take_and_retain(void **state)
     assert_non_null(strstr(got[0], "T040001Z"));
     assert_non_null(strstr(got[2], "T040003Z"));
     assert_int_equal(names(f->bk, ".", got, 16), 2); /* "." and ".." only */
-    assert_int_equal(access(f->scratch, F_OK), -1);
 
     /* Another cluster's backups, other files, and a part file being
      * written right now are left alone; an old part file goes. */
@@ -246,6 +243,7 @@ static void test_take_and_retain(void **state)
     touch(f->bk, "notes.txt", 0);
     touch(f->bk, ".clusterd-0123456789abcdef-20261206T040009Z.part", 0);
     touch(f->bk, ".clusterd-0123456789abcdef-20200101T000000Z.part", 7200);
+    touch(f->bk, ".clusterd-0123456789abcdef-20200101T000000Z.check", 7200);
     unsigned pruned = 9;
     assert_int_equal(backup_prune(f->bk, CID, 1, &pruned), 0);
     assert_int_equal(pruned, 2);
@@ -270,13 +268,11 @@ static void test_take_fails_cleanly(void **state)
     snprintf(file, sizeof file, "%s/plain", f->dir);
     touch(f->dir, "plain", 0);
     snprintf(sub, sizeof sub, "%s/sub", file);
-    assert_int_equal(backup_take(f->s, file, CID, 3, f->scratch, 1000, &out),
-                     -ENOTDIR);
+    assert_int_equal(backup_take(f->s, file, CID, 3, 1000, &out), -ENOTDIR);
     assert_non_null(strstr(out.error, "cannot create"));
     assert_non_null(strstr(out.error, file));
     assert_int_equal(out.file[0], '\0');
-    assert_int_equal(backup_take(f->s, sub, CID, 3, f->scratch, 1000, &out),
-                     -ENOTDIR);
+    assert_int_equal(backup_take(f->s, sub, CID, 3, 1000, &out), -ENOTDIR);
 
     /* A full disk, in a child process whose files may not grow past 8 KiB
      * (the store copy is larger): the write fails, the part file goes,
@@ -287,7 +283,7 @@ static void test_take_fails_cleanly(void **state)
         struct rlimit rl = {8192, 8192};
         signal(SIGXFSZ, SIG_IGN);
         setrlimit(RLIMIT_FSIZE, &rl);
-        int rc = backup_take(f->s, f->bk, CID, 3, f->scratch, 1000, &out);
+        int rc = backup_take(f->s, f->bk, CID, 3, 1000, &out);
         _exit(rc == -EFBIG && strstr(out.error, "writing") != NULL ? 0 : 1);
     }
     int st = 0;
@@ -296,8 +292,7 @@ static void test_take_fails_cleanly(void **state)
     assert_int_equal(names(f->bk, "clusterd-", got, 4), 0);
     assert_int_equal(names(f->bk, ".clusterd-", got, 4), 0);
     /* And with room again it works. */
-    assert_int_equal(backup_take(f->s, f->bk, CID, 3, f->scratch, 1000, &out),
-                     0);
+    assert_int_equal(backup_take(f->s, f->bk, CID, 3, 1000, &out), 0);
 }
 
 int main(void)

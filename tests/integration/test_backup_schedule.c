@@ -1,6 +1,6 @@
 /*
- * test_backup.c - scheduled backups with real processes on loopback: three
- * clusterd parents and clusterctl.
+ * test_backup_schedule.c - scheduled backups with real processes on loopback:
+ * three clusterd parents and clusterctl.
  *
  *   - `clusterctl backup schedule` stores the schedule; the leader takes
  *     backups every second into the directory, each one whole and sound
