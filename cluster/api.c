@@ -33,7 +33,7 @@
 #define WATCH_PAGE_BYTES ((size_t)1 << 20) /* and about this many bytes */
 #define WATCH_BACKLOG ((size_t)8 << 20)    /* pause a watch above this */
 #define SNAPSHOT_CHUNK ((size_t)1 << 20)
-#define SNAPSHOT_BACKLOG ((size_t)4 << 20) /* queued per download, at most */
+#define SNAPSHOT_BACKLOG ((size_t)2 << 20) /* queued per download, at most */
 #define SNAPSHOT_REUSE_MS 2000             /* a copy serves later requests */
 #define TICK_MS 250
 #define CHILD_HEARTBEAT_MS 1000
