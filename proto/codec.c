@@ -924,12 +924,12 @@ static int body_from_pb(const Clusterd__Envelope *e,
             m->u.error.message = e->error->message;
             m->u.error.leader = e->error->leader;
             return 0;
-        case CLUSTERD__ENVELOPE__BODY_OK:
-        case CLUSTERD__ENVELOPE__BODY_STATUS:
-        case CLUSTERD__ENVELOPE__BODY_MEMBERS:
         case CLUSTERD__ENVELOPE__BODY_SNAPSHOT:
             m->u.snapshot.recent = !!e->snapshot->recent;
             return 0;
+        case CLUSTERD__ENVELOPE__BODY_OK:
+        case CLUSTERD__ENVELOPE__BODY_STATUS:
+        case CLUSTERD__ENVELOPE__BODY_MEMBERS:
         case CLUSTERD__ENVELOPE__BODY_SHUTDOWN:
         case CLUSTERD__ENVELOPE__BODY_CHILDREN:
             return 0;
