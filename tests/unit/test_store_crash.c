@@ -227,8 +227,12 @@ static void test_sigkill_anywhere(void **state)
         "crash: %d kills, final revision %llu, %d kills landed between "
         "commit and acknowledgement\n",
         iters, (unsigned long long)expect_rev, torn);
-    /* The test must have exercised something. */
-    assert_true(expect_rev > (uint64_t)iters);
+    /* The test must have exercised something.  A kill comes 0.5 to 20 ms
+     * after the fork, and a synced commit takes 0.2 ms on this disk but 4
+     * ms or more when it throttles or other jobs share it (two full `make
+     * check` runs ended at 196 revisions for 200 kills): ask for one
+     * commit every other kill. */
+    assert_true(expect_rev > (uint64_t)iters / 2);
     char cmd[64];
     snprintf(cmd, sizeof cmd, "rm -rf %s", dir);
     assert_int_equal(system(cmd), 0);
