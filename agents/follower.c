@@ -37,6 +37,7 @@ struct follower
     struct store *cache;
     _Atomic uint64_t revision; /* read by the reporter and metrics threads */
     uint64_t compact_rev;
+    uint64_t epoch; /* the cache's history epoch (store.h) */
     uint64_t contact_written_ms;
     _Atomic uint64_t contact_ms;
     _Atomic int state;
@@ -44,6 +45,8 @@ struct follower
     /* During a run. */
     const atomic_int *stop;
     int need_snapshot;
+    int epoch_changed;     /* the parent said so with its "compacted" */
+    uint64_t parent_epoch; /* and which one it has */
     int revoked;
     int failed;            /* a cache write error: stop the run */
     int heard;             /* a frame came in this run */
@@ -72,6 +75,7 @@ static int read_meta(struct follower *f)
     if (rc == 0) {
         f->revision = m.revision;
         f->compact_rev = m.compact_rev;
+        f->epoch = m.epoch;
     }
     return rc;
 }
@@ -191,6 +195,8 @@ static int on_changes(void *arg, const struct cd_msg *m)
     heard_from_parent(f);
     if (m->u.changes.compacted) {
         f->need_snapshot = 1;
+        f->epoch_changed = m->u.changes.epoch != f->epoch;
+        f->parent_epoch = m->u.changes.epoch;
         return 1;
     }
     if (n > f->cap_changes) {
@@ -249,7 +255,15 @@ static int on_changes(void *arg, const struct cd_msg *m)
     return f->stop != NULL && atomic_load(f->stop) ? 1 : 0;
 }
 
-/* The cache is too far behind the parents' history: replace it whole. */
+/*
+ * Replace the cache whole: it is too far behind the parents' history, or
+ * it holds another history (the parents were restored from a backup or
+ * forced to a new cluster).  Within one history epoch the cache never
+ * goes backwards: a snapshot older than the cache is refused.  Across
+ * epochs it may: the cache's later revisions are not in the parents'
+ * history, and keeping them would hide the parents' own changes at those
+ * revisions.
+ */
 static int fetch_snapshot(struct follower *f, struct cd_client *c)
 {
     char path[300], tmp[320];
@@ -261,12 +275,26 @@ static int fetch_snapshot(struct follower *f, struct cd_client *c)
     if (fd < 0) {
         return -errno;
     }
-    log_info("follower",
-             "revision %" PRIu64
-             " is compacted on the parents: "
-             "downloading a snapshot",
-             f->revision);
-    int rc = cd_client_snapshot(c, fd, &rev);
+    if (f->epoch_changed && f->revision == 0) {
+        log_info("follower",
+                 "an empty cache: downloading a snapshot (history epoch "
+                 "%016" PRIx64 ")",
+                 f->parent_epoch);
+    } else if (f->epoch_changed) {
+        log_warn("follower",
+                 "the parents hold another history (epoch %016" PRIx64
+                 ", the cache %016" PRIx64 " at revision %" PRIu64
+                 "): a restore or a forced new cluster; downloading a "
+                 "snapshot to replace the cache",
+                 f->parent_epoch, f->epoch, f->revision);
+    } else {
+        log_info("follower",
+                 "revision %" PRIu64
+                 " is compacted on the parents: "
+                 "downloading a snapshot",
+                 f->revision);
+    }
+    int rc = cd_client_snapshot_recent(c, fd, &rev);
     if (rc == 0 && fsync(fd) != 0) {
         rc = -errno;
     }
@@ -275,7 +303,8 @@ static int fetch_snapshot(struct follower *f, struct cd_client *c)
         rc = lseek(fd, 0, SEEK_SET) == 0 ? store_snapshot_verify(fd, tmp, &info)
                                          : -errno;
     }
-    if (rc == 0 && info.meta.revision < f->revision) {
+    int same_history = rc == 0 && info.meta.epoch == f->epoch;
+    if (same_history && info.meta.revision < f->revision) {
         log_warn("follower",
                  "snapshot at revision %" PRIu64
                  " is older than the cache (%" PRIu64 "): not used",
@@ -286,6 +315,7 @@ static int fetch_snapshot(struct follower *f, struct cd_client *c)
         info.meta.cluster_id != f->id.cluster_id) {
         rc = CD_EBADCLUSTER;
     }
+    uint64_t was = f->revision, was_epoch = f->epoch;
     if (rc == 0) {
         rc = lseek(fd, 0, SEEK_SET) == 0 ? store_restore(f->cache, fd, &info)
                                          : -errno;
@@ -295,9 +325,22 @@ static int fetch_snapshot(struct follower *f, struct cd_client *c)
     if (rc == 0) {
         rc = read_meta(f);
         store_set_cluster_id(f->cache, f->id.cluster_id);
-        log_info("follower",
-                 "cache restored from a snapshot at revision %" PRIu64,
-                 f->revision);
+        if (same_history) {
+            log_info("follower",
+                     "cache restored from a snapshot at revision %" PRIu64,
+                     f->revision);
+        } else if (was == 0) {
+            log_info("follower",
+                     "cache filled from a snapshot at revision %" PRIu64,
+                     f->revision);
+        } else {
+            log_warn("follower",
+                     "cache replaced by the parents' history: revision "
+                     "%" PRIu64 " (epoch %016" PRIx64 ") -> %" PRIu64
+                     " (epoch %016" PRIx64 ")%s",
+                     was, was_epoch, f->revision, f->epoch,
+                     f->revision < was ? "; the revision went backwards" : "");
+        }
     } else {
         log_warn("follower",
                  "snapshot not applied: %s (the cache is as it was)",
@@ -346,6 +389,7 @@ int follower_run(struct follower *f, const atomic_int *stop)
     f->stop = stop;
     f->heard = 0;
     f->need_snapshot = 0;
+    f->epoch_changed = 0;
     f->failed = 0;
     struct cd_msg hello;
     memset(&hello, 0, sizeof hello);
@@ -354,6 +398,7 @@ int follower_run(struct follower *f, const atomic_int *stop)
     hello.u.hello.child_id = f->id.child_id;
     hello.u.hello.revision = f->revision;
     hello.u.hello.registered_rev = f->id.registered_rev;
+    hello.u.hello.epoch = f->epoch;
     hello.u.hello.hostname = f->hostname[0] != '\0' ? f->hostname : NULL;
     hello.u.hello.version = f->version;
     rc = cd_client_follow(c, &hello, f->stream_timeout_ms, on_changes, f);

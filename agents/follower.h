@@ -13,7 +13,11 @@
  * the parents, a snapshot is downloaded to <data>/cache.snap, synced,
  * verified, and copied into the cache in one transaction (never older
  * than the cache): a download cut halfway leaves the cache as it was.
- * The cache's revision never goes backwards.
+ * The cache's revision never goes backwards within one history epoch
+ * (store.h).  The hello carries the cache's epoch; parents of another
+ * epoch (restored from a backup, forced to a new cluster) answer
+ * "compacted", and the snapshot that follows replaces the cache even if
+ * it is older: the one time its revision may go backwards, logged.
  *
  * Threads: one thread runs the follower; follower_revision(),
  * follower_state() and follower_contact_ms() may be read from others.

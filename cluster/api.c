@@ -14,6 +14,7 @@
  * requests hold a reference.
  */
 #include <errno.h>
+#include <fcntl.h>
 #include <inttypes.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
@@ -23,6 +24,7 @@
 #include <string.h>
 #include <sys/random.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include "../lib/err.h"
 #include "../lib/log.h"
@@ -33,6 +35,8 @@
 #define WATCH_PAGE_BYTES ((size_t)1 << 20) /* and about this many bytes */
 #define WATCH_BACKLOG ((size_t)8 << 20)    /* pause a watch above this */
 #define SNAPSHOT_CHUNK ((size_t)1 << 20)
+#define SNAPSHOT_BACKLOG ((size_t)2 << 20) /* queued per download, at most */
+#define SNAPSHOT_REUSE_MS 2000             /* a copy serves later requests */
 #define TICK_MS 250
 #define CHILD_HEARTBEAT_MS 1000
 #define API_USER_TIMEOUT_MS 30000 /* TCP_USER_TIMEOUT of API connections */
@@ -48,12 +52,15 @@ struct watch
     struct watch *next_watch;
 };
 
+struct snap_send;
+
 struct conn
 {
     uv_tcp_t tcp;
     struct server *s;
     struct codec_reader reader;
     struct watch *watches;
+    struct snap_send *sends; /* snapshot downloads in progress */
     int refs; /* requests in flight that will answer on this conn */
     int closing;
     int handle_closed;    /* tcp closed (conn_abort): free once refs is 0 */
@@ -100,6 +107,7 @@ struct read_batch
 };
 
 static void conn_close(struct conn *c);
+static void snap_pump(struct conn *c);
 
 /* --- sending ------------------------------------------------------------- */
 
@@ -120,8 +128,13 @@ static void send_done(uv_write_t *w, int status)
     free(r);
     if (c->closing && c->refs == 0) {
         conn_close(c);
-    } else if (c->watches != NULL) {
+        return;
+    }
+    if (c->watches != NULL) {
         c->s->watches_dirty = 1; /* a drained queue may resume a watch */
+    }
+    if (c->sends != NULL) {
+        snap_pump(c); /* and a download */
     }
 }
 
@@ -325,7 +338,7 @@ static void apply_cb(struct raft_apply *req, int status, void *result)
             m.u.child_join_resp.cluster_id = s->cluster_id;
             m.u.child_join_resp.registered_rev = p->results[i].revision;
             conn_send(c, &m);
-        } else if (w->kind == SERVER_WRITE_CHILD_LEAVE) {
+        } else if (w->kind == SERVER_WRITE_OK) {
             send_ok(c, w->msg.request_id);
         } else {
             struct cd_msg m;
@@ -474,6 +487,28 @@ int server__queue_write(struct server *s,
         return CD_ENOTLEADER;
     }
     return queue_write_kind(s, c, msg, kind, child_id, owned);
+}
+
+int server__queue_op(struct conn *c,
+                     struct cd_msg *msg,
+                     const struct cd_op *op,
+                     enum server_write_kind kind,
+                     uint64_t child_id,
+                     void *owned)
+{
+    struct server *s = server__conn_server(c);
+    struct cd_msg w = *msg; /* keeps the decoded request's memory */
+    w.type = CD_MSG_WRITE;
+    memset(&w.u, 0, sizeof w.u);
+    w.u.write.op = *op;
+    int rc = server__queue_write(s, c, &w, kind, child_id, owned);
+    if (rc != 0) {
+        free(owned);
+        server__send_error(c, msg->request_id, rc);
+        return 0;
+    }
+    memset(msg, 0, sizeof *msg); /* moved */
+    return 1;
 }
 
 /* --- reads --------------------------------------------------------------- */
@@ -716,6 +751,7 @@ static int watch_deliver(struct conn *c, struct watch *w)
             m.u.changes.compacted = 1;
             m.u.changes.compact_rev = meta.compact_rev;
             m.u.changes.revision = meta.revision;
+            m.u.changes.epoch = meta.epoch;
             conn_send(c, &m);
             store_read_end(r);
             free(acc.events);
@@ -807,12 +843,47 @@ void server__applied(void *arg, uint64_t index, uint64_t revision)
     s->watches_dirty = 1;
 }
 
+/*
+ * A child whose cache holds another history than this parent's store (its
+ * hello's epoch differs: a restore from a backup, a forced new cluster)
+ * cannot go on from its revision, which may even be ahead of this
+ * history: it is told "compacted", with this parent's epoch, and replaces
+ * its cache with a snapshot, then says hello again.
+ */
+static void reset_child(struct conn *c, const struct cd_msg *hello)
+{
+    struct store_meta meta;
+    struct cd_msg m;
+    if (server__store_meta(c->s, &meta) != 0) {
+        send_error(c, hello->request_id, CD_EBUSY);
+        return;
+    }
+    log_info("children",
+             "child %" PRIu64 " holds history epoch %016" PRIx64
+             " at revision %" PRIu64 ", this store %016" PRIx64 " at %" PRIu64
+             ": it replaces its cache with a snapshot",
+             hello->u.hello.child_id, hello->u.hello.epoch,
+             hello->u.hello.revision, meta.epoch, meta.revision);
+    send_ok(c, hello->request_id);
+    memset(&m, 0, sizeof m);
+    m.type = CD_MSG_CHANGES;
+    m.u.changes.compacted = 1;
+    m.u.changes.compact_rev = meta.compact_rev;
+    m.u.changes.revision = meta.revision;
+    m.u.changes.epoch = meta.epoch;
+    conn_send(c, &m);
+}
+
 static void start_watch(struct conn *c, struct cd_msg *req)
 {
     if (req->type == CD_MSG_HELLO) {
         int rc = server__child_hello(c->s, req);
-        if (rc != 0) {
+        if (rc < 0) {
             send_error(c, req->request_id, rc);
+            return;
+        }
+        if (rc == SERVER_HELLO_RESET) {
+            reset_child(c, req);
             return;
         }
     }
@@ -850,57 +921,264 @@ static void start_watch(struct conn *c, struct cd_msg *req)
 
 /* --- snapshot download --------------------------------------------------- */
 
-static void send_snapshot(struct conn *c, uint64_t request_id)
+/*
+ * Downloads of the store's snapshot (a child catching up or replacing its
+ * cache, clusterctl snapshot save, a parent joining) never copy the store
+ * on the loop: the copy is made on libuv's thread pool, as raft's
+ * snapshots are, into an unnamed file in the data directory.  A copy
+ * serves every later request while the store has not changed since it
+ * began (then it holds every write acknowledged before them), and the
+ * requests that say a recent copy will do (children, who catch up from the
+ * copy's revision in their stream) while it is being made and for
+ * SNAPSHOT_REUSE_MS after: after a restore every child asks at once.  Each
+ * download is paced: a chunk is read and sent only while its connection
+ * has less than SNAPSHOT_BACKLOG queued, so that a thousand downloads do
+ * not queue a thousand copies in memory.
+ */
+struct snap_copy
 {
-    struct server *s = c->s;
-    FILE *f = tmpfile();
-    struct store_snapshot_info info;
-    struct store_read *r;
-    struct store_meta meta = {0};
-    if (f == NULL) {
-        send_error(c, request_id, -errno);
-        return;
-    }
-    if (store_read_begin(s->store, &r) == 0) {
-        store_read_meta(r, &meta);
-        store_read_end(r);
-    }
-    int rc = store_snapshot(s->store, fileno(f), &info);
-    if (rc != 0) {
-        fclose(f);
-        send_error(c, request_id, rc);
-        return;
-    }
-    rewind(f);
-    uint8_t *buf = malloc(SNAPSHOT_CHUNK);
-    uint64_t off = 0;
-    size_t n;
-    int last = 0;
-    while (buf != NULL && !last) {
-        n = fread(buf, 1, SNAPSHOT_CHUNK, f);
-        int ch = fgetc(f);
-        last = ch == EOF;
-        if (!last) {
-            ungetc(ch, f);
+    uv_work_t work;
+    struct server *s;
+    int fd;
+    uint64_t revision; /* the store's before the copy: the copy is as new */
+    uint64_t size;
+    uint64_t made_ms; /* loop time it was ready */
+    int rc;
+    int done;
+    unsigned refs; /* downloads using it, and 1 while it is s->dl_copy */
+};
+
+struct snap_send
+{
+    struct snap_copy *copy;
+    uint64_t request_id;
+    uint64_t off;
+    struct snap_send *next;
+};
+
+static void copy_release(struct snap_copy *cp)
+{
+    if (cp != NULL && --cp->refs == 0) {
+        if (cp->fd >= 0) {
+            close(cp->fd);
         }
-        struct cd_msg m;
-        memset(&m, 0, sizeof m);
-        m.request_id = request_id;
-        m.type = CD_MSG_SNAPSHOT_CHUNK;
-        m.u.snapshot_chunk.offset = off;
-        m.u.snapshot_chunk.data = (struct cd_buf){buf, n};
-        m.u.snapshot_chunk.last = last;
-        m.u.snapshot_chunk.revision = meta.revision;
-        if (conn_send(c, &m) != 0) {
+        free(cp);
+    }
+}
+
+/* End a download (done, failed, or its connection closes). */
+static void send_drop(struct conn *c, struct snap_send *d)
+{
+    for (struct snap_send **pd = &c->sends; *pd != NULL; pd = &(*pd)->next) {
+        if (*pd == d) {
+            *pd = d->next;
             break;
         }
-        off += n;
     }
-    if (buf == NULL) {
-        send_error(c, request_id, -ENOMEM);
+    copy_release(d->copy);
+    free(d);
+    c->refs--;
+}
+
+static void sends_drop_all(struct conn *c)
+{
+    while (c->sends != NULL) {
+        send_drop(c, c->sends);
+    }
+}
+
+/* Send what the connection can take of its downloads whose copy is ready;
+ * answer those whose copy failed. */
+static void snap_pump(struct conn *c)
+{
+    struct snap_send *d = c->sends;
+    uint8_t *buf = NULL;
+    while (d != NULL && !c->closing) {
+        struct snap_send *next = d->next;
+        struct snap_copy *cp = d->copy;
+        if (!cp->done) {
+            d = next;
+            continue;
+        }
+        if (cp->rc != 0) {
+            send_error(c, d->request_id, cp->rc);
+            send_drop(c, d);
+            d = next;
+            continue;
+        }
+        if (buf == NULL && (buf = malloc(SNAPSHOT_CHUNK)) == NULL) {
+            break; /* the next drained write tries again */
+        }
+        int finished = 0;
+        while (!finished && uv_stream_get_write_queue_size(
+                                (uv_stream_t *)&c->tcp) < SNAPSHOT_BACKLOG) {
+            size_t want = cp->size - d->off < SNAPSHOT_CHUNK
+                              ? (size_t)(cp->size - d->off)
+                              : SNAPSHOT_CHUNK;
+            ssize_t n = pread(cp->fd, buf, want, (off_t)d->off);
+            if (n != (ssize_t)want) {
+                send_error(c, d->request_id, n < 0 ? -errno : CD_ETRUNCATED);
+                finished = 1;
+                break;
+            }
+            struct cd_msg m;
+            memset(&m, 0, sizeof m);
+            m.request_id = d->request_id;
+            m.type = CD_MSG_SNAPSHOT_CHUNK;
+            m.u.snapshot_chunk.offset = d->off;
+            m.u.snapshot_chunk.data = (struct cd_buf){buf, want};
+            m.u.snapshot_chunk.last = d->off + want == cp->size;
+            m.u.snapshot_chunk.revision = cp->revision;
+            if (conn_send(c, &m) != 0) {
+                finished = 1;
+                break;
+            }
+            d->off += want;
+            finished = d->off == cp->size;
+        }
+        if (finished) {
+            send_drop(c, d);
+        }
+        d = next;
     }
     free(buf);
-    fclose(f);
+}
+
+static void copy_work(uv_work_t *w)
+{
+    struct snap_copy *cp = w->data;
+    cp->rc = store_snapshot(cp->s->store, cp->fd, NULL);
+    if (cp->rc == 0) {
+        off_t end = lseek(cp->fd, 0, SEEK_END);
+        cp->rc = end < 0 ? -errno : 0;
+        cp->size = end < 0 ? 0 : (uint64_t)end;
+    }
+}
+
+static void copy_done(uv_work_t *w, int status)
+{
+    struct snap_copy *cp = w->data;
+    struct server *s = cp->s;
+    s->dl_copy_running--;
+    cp->done = 1;
+    cp->made_ms = uv_now(s->loop);
+    if (status != 0 && cp->rc == 0) {
+        cp->rc = status;
+    }
+    if (cp->rc != 0) {
+        log_warn("api", "snapshot for a download failed: %s",
+                 cd_strerror(cp->rc));
+    }
+    cp->refs++; /* the downloads below may drop it to zero */
+    unsigned waiting = 0;
+    for (struct conn *c = s->conns; c != NULL; c = c->next) {
+        for (struct snap_send *d = c->sends; d != NULL; d = d->next) {
+            waiting += d->copy == cp;
+        }
+    }
+    if (cp->rc == 0) {
+        log_info("api",
+                 "snapshot copy at revision %" PRIu64 ": %" PRIu64
+                 " bytes, for %u download(s)",
+                 cp->revision, cp->size, waiting);
+    }
+    struct conn *next;
+    for (struct conn *c = s->conns; c != NULL; c = next) {
+        next = c->next;
+        for (struct snap_send *d = c->sends; d != NULL; d = d->next) {
+            if (d->copy == cp) {
+                snap_pump(c);
+                break;
+            }
+        }
+    }
+    copy_release(cp);
+    server__work_done(s);
+}
+
+/* The copy a request should use: the current one when it will do (see
+ * above), else a new one.  NULL with *rc on failure. */
+static struct snap_copy *copy_for_request(struct server *s, int recent, int *rc)
+{
+    struct snap_copy *cp = s->dl_copy;
+    int usable = cp != NULL && !(cp->done && cp->rc != 0);
+    if (usable && cp->revision == s->fsm.revision) {
+        return cp;
+    }
+    if (usable && recent &&
+        (!cp->done || uv_now(s->loop) - cp->made_ms <= SNAPSHOT_REUSE_MS)) {
+        return cp;
+    }
+    if (s->stopping) {
+        *rc = CD_ESHUTDOWN;
+        return NULL;
+    }
+    cp = calloc(1, sizeof *cp);
+    if (cp == NULL) {
+        *rc = -ENOMEM;
+        return NULL;
+    }
+    /* An unnamed file beside the store: nothing to clean up after a
+     * crash, and the disk that holds the store has room for its copy.
+     * Where the file system has no unnamed files, a named one, unlinked
+     * at once. */
+    cp->fd = open(s->cfg.data_dir, O_TMPFILE | O_RDWR | O_CLOEXEC, 0600);
+    if (cp->fd < 0 && (errno == EOPNOTSUPP || errno == EISDIR)) {
+        char path[300];
+        snprintf(path, sizeof path, "%s/download.XXXXXX", s->cfg.data_dir);
+        cp->fd = mkostemp(path, O_CLOEXEC);
+        if (cp->fd >= 0) {
+            unlink(path);
+        }
+    }
+    if (cp->fd < 0) {
+        *rc = -errno;
+        free(cp);
+        return NULL;
+    }
+    struct store_meta meta;
+    server__store_meta(s, &meta);
+    cp->s = s;
+    cp->revision = meta.revision;
+    cp->refs = 1; /* as s->dl_copy */
+    cp->work.data = cp;
+    if ((*rc = uv_queue_work(s->loop, &cp->work, copy_work, copy_done)) != 0) {
+        close(cp->fd);
+        free(cp);
+        return NULL;
+    }
+    s->dl_copy_running++;
+    copy_release(s->dl_copy);
+    s->dl_copy = cp;
+    return cp;
+}
+
+static void send_snapshot(struct conn *c, uint64_t request_id, int recent)
+{
+    struct server *s = c->s;
+    int rc = 0;
+    struct snap_send *d = calloc(1, sizeof *d);
+    struct snap_copy *cp = d != NULL ? copy_for_request(s, recent, &rc) : NULL;
+    if (cp == NULL) {
+        free(d);
+        send_error(c, request_id, d == NULL ? -ENOMEM : rc);
+        return;
+    }
+    cp->refs++;
+    d->copy = cp;
+    d->request_id = request_id;
+    d->next = c->sends;
+    c->sends = d;
+    c->refs++; /* the connection lives until the download ends */
+    if (cp->done) {
+        snap_pump(c);
+    }
+}
+
+void server__downloads_close(struct server *s)
+{
+    copy_release(s->dl_copy);
+    s->dl_copy = NULL;
 }
 
 /* --- status and members -------------------------------------------------- */
@@ -926,6 +1204,10 @@ static void send_status(struct conn *c, uint64_t request_id)
                                 ? "leader"
                                 : raft_state_name(raft_state(&s->raft));
     m.u.status_resp.version = "clusterd 0.1";
+    struct store_meta meta;
+    if (server__store_meta(s, &meta) == 0) {
+        m.u.status_resp.epoch = meta.epoch;
+    }
     conn_send(c, &m);
 }
 
@@ -1506,8 +1788,10 @@ static void create_token(struct conn *c, const struct cd_msg *req)
 /*
  * A new leader makes sure the replicated records about itself are right:
  * its API address (clients are redirected to it), and, on the first
- * leadership of a new cluster, the cluster's identity and a first join
- * token, written to <data>/join-token for the operator.
+ * leadership of a new cluster or of a new history (a restore from a
+ * backup, a forced new cluster), the cluster's identity and history epoch
+ * (/cluster/id, /cluster/epoch), with the old join tokens revoked and a
+ * first join token written to <data>/join-token for the operator.
  */
 void server__on_ready(struct server *s)
 {
@@ -1524,21 +1808,37 @@ void server__on_ready(struct server *s)
     }
     struct store_read *r;
     struct store_kv kv;
-    char cid[32];
+    struct store_meta meta;
+    char cid[32], epoch[32];
+    if (server__store_meta(s, &meta) != 0) {
+        return;
+    }
     snprintf(cid, sizeof cid, "%016" PRIx64, s->cluster_id);
+    snprintf(epoch, sizeof epoch, "%016" PRIx64, meta.epoch);
     if (store_read_begin(s->store, &r) == 0) {
         int have = store_read_get(r, "/cluster/id", 11, &kv) == 0;
         int same = have && kv.value_len == strlen(cid) &&
                    memcmp(kv.value, cid, kv.value_len) == 0;
+        /* A cluster that never changed history has no record (epoch 0). */
+        int same_epoch = store_read_get(r, "/cluster/epoch", 14, &kv) == 0
+                             ? kv.value_len == strlen(epoch) &&
+                                   memcmp(kv.value, epoch, kv.value_len) == 0
+                             : meta.epoch == 0;
         int voters_set = store_read_get(r, "/cluster/voters", 15, &kv) == 0;
         store_read_end(r);
-        if (!same) {
-            /* A new cluster, or one started from another's backup: the
-             * old cluster's join tokens must not open this one. */
+        if (!same || !same_epoch) {
+            /* A new cluster, or one started from a backup (its own or
+             * another's): the join tokens of before must not open it. */
             if (have) {
                 propose_delete_prefix(s, "/cluster/tokens/");
             }
-            propose_put(s, "/cluster/id", cid);
+            if (!same) {
+                propose_put(s, "/cluster/id", cid);
+            }
+            if (!same_epoch) {
+                log_info("api", "recording history epoch %s", epoch);
+                propose_put(s, "/cluster/epoch", epoch);
+            }
             if (!voters_set) {
                 char voters[16];
                 snprintf(voters, sizeof voters, "%u", s->cfg.voters);
@@ -1553,6 +1853,7 @@ void server__on_lost(struct server *s)
 {
     server__vip_drop_conns(s);
     server__children_free(s);
+    s->backup_now = 0; /* asked of this leader: the next one is asked anew */
     /* Writes not yet proposed and reads not yet confirmed go back to their
      * clients, who retry at the new leader.  Proposed entries and issued
      * barriers are failed by raft itself (LEADERSHIPLOST). */
@@ -1666,6 +1967,11 @@ static void dispatch(struct conn *c, struct cd_msg *msg)
         case CD_MSG_CHILDREN:
             server__children_list(c, msg);
             break;
+        case CD_MSG_BACKUP:
+            if (server__backup_request(c, msg) == 1) {
+                return; /* msg moved into a write */
+            }
+            break;
         case CD_MSG_STATUS:
             send_status(c, msg->request_id);
             break;
@@ -1679,7 +1985,7 @@ static void dispatch(struct conn *c, struct cd_msg *msg)
             leader_transfer(c, msg);
             break;
         case CD_MSG_SNAPSHOT:
-            send_snapshot(c, msg->request_id);
+            send_snapshot(c, msg->request_id, msg->u.snapshot.recent);
             break;
         case CD_MSG_TOKEN:
             create_token(c, msg);
@@ -1738,6 +2044,7 @@ static void conn_close_now(struct conn *c, int abort)
             c->watches = w->next_watch;
             watch_free(w);
         }
+        sends_drop_all(c);
         uv_read_stop((uv_stream_t *)&c->tcp);
     }
     if (uv_is_closing((uv_handle_t *)&c->tcp)) {
@@ -2167,6 +2474,7 @@ static void tick_cb(uv_timer_t *t)
         if (s->prune_ticks % 4 == 0) {
             auto_compact(s);
         }
+        server__backup_tick(s);
     }
     auto_promote(s);
     heartbeat_children(s);
@@ -2262,4 +2570,5 @@ void server__api_close(struct server *s)
         conn_abort(c);
         c = next;
     }
+    server__downloads_close(s);
 }

@@ -122,8 +122,9 @@ static void seen_drop(struct server *s, uint64_t id)
     }
 }
 
-/* 1 registered, 0 not, or a negative read error. */
-static int registered(struct server *s, uint64_t id)
+/* 1 registered, 0 not, or a negative read error.  *create_rev (may be
+ * NULL) receives the revision of the registration. */
+static int registered(struct server *s, uint64_t id, uint64_t *create_rev)
 {
     char key[64];
     struct store_read *r;
@@ -135,33 +136,62 @@ static int registered(struct server *s, uint64_t id)
     }
     rc = store_read_get(r, key, strlen(key), &kv);
     store_read_end(r);
+    if (rc == 0 && create_rev != NULL) {
+        *create_rev = kv.create_rev;
+    }
     return rc == 0 ? 1 : rc == CD_ENOTFOUND ? 0 : rc;
 }
 
 int server__child_hello(struct server *s, const struct cd_msg *hello)
 {
+    const uint64_t id = hello->u.hello.child_id;
+    struct store_meta meta;
+    uint64_t reg_rev = 0;
     if (hello->u.hello.cluster_id != s->cluster_id) {
         return CD_EBADCLUSTER;
     }
-    if (hello->u.hello.child_id == 0) {
+    if (id == 0) {
         return CD_EMALFORMED;
     }
-    int rc = registered(s, hello->u.hello.child_id);
+    int rc = server__store_meta(s, &meta);
+    if (rc != 0) {
+        return rc;
+    }
+    /* Revisions compare only within one history.  A fresh cache (revision
+     * 0) has no history of its own yet: it takes this one's. */
+    int same_history =
+        hello->u.hello.epoch == meta.epoch || hello->u.hello.revision == 0;
+    rc = registered(s, id, &reg_rev);
     if (rc < 0) {
         return rc;
     }
     if (rc == 0) {
         /* Final only if this parent has applied the registration: a
-         * parent behind it simply does not know the child yet. */
-        return s->fsm.revision >= hello->u.hello.registered_rev ? CD_EREVOKED
-                                                                : CD_EBUSY;
+         * parent behind it simply does not know the child yet.  Across a
+         * change of history (a restore from a backup older than the
+         * registration, a forced new cluster that had not applied it) the
+         * registration is not in this history at all. */
+        if (same_history && s->fsm.revision < hello->u.hello.registered_rev) {
+            return CD_EBUSY;
+        }
+        return CD_EREVOKED;
+    }
+    if (hello->u.hello.registered_rev != 0 &&
+        reg_rev != hello->u.hello.registered_rev) {
+        /* The id is registered, but by another join: a restored cluster
+         * hands out again the ids given after its backup was taken. */
+        log_warn("children",
+                 "child %" PRIu64 " registered at revision %" PRIu64
+                 " says hello, but that id was registered at revision "
+                 "%" PRIu64 " in this history: refused",
+                 id, hello->u.hello.registered_rev, reg_rev);
+        return CD_EREVOKED;
     }
     log_debug("children",
-              "child %" PRIu64 " (%s) follows from revision %" PRIu64,
-              hello->u.hello.child_id,
+              "child %" PRIu64 " (%s) follows from revision %" PRIu64, id,
               hello->u.hello.hostname != NULL ? hello->u.hello.hostname : "?",
               hello->u.hello.revision);
-    return 0;
+    return hello->u.hello.epoch == meta.epoch ? 0 : SERVER_HELLO_RESET;
 }
 
 /* --- join and leave ------------------------------------------------------ */
@@ -195,30 +225,6 @@ static uint64_t read_last_child_id(struct server *s)
     }
     store_read_end(r);
     return id;
-}
-
-/* Turn msg (a request the server answers with a write of its own) into
- * that write, and queue it.  1: msg taken; 0: answered with an error. */
-static int queue_own_write(struct conn *c,
-                           struct cd_msg *msg,
-                           const struct cd_op *op,
-                           enum server_write_kind kind,
-                           uint64_t child_id,
-                           void *owned)
-{
-    struct server *s = server__conn_server(c);
-    struct cd_msg w = *msg; /* keeps the decoded request's memory */
-    w.type = CD_MSG_WRITE;
-    memset(&w.u, 0, sizeof w.u);
-    w.u.write.op = *op;
-    int rc = server__queue_write(s, c, &w, kind, child_id, owned);
-    if (rc != 0) {
-        free(owned);
-        server__send_error(c, msg->request_id, rc);
-        return 0;
-    }
-    memset(msg, 0, sizeof *msg); /* moved */
-    return 1;
 }
 
 int server__child_join(struct conn *c, struct cd_msg *msg)
@@ -279,7 +285,7 @@ int server__child_join(struct conn *c, struct cd_msg *msg)
     log_info("children", "registering child %" PRIu64 " (%s)", id,
              info.hostname != NULL ? info.hostname : "no hostname");
     s->child_id_reserved = id;
-    return queue_own_write(c, msg, &op, SERVER_WRITE_CHILD_JOIN, id, j);
+    return server__queue_op(c, msg, &op, SERVER_WRITE_CHILD_JOIN, id, j);
 }
 
 struct leave_write
@@ -297,7 +303,7 @@ int server__child_leave(struct conn *c, struct cd_msg *msg)
         server__send_error(c, msg->request_id, CD_ENOTLEADER);
         return 0;
     }
-    int rc = registered(s, id);
+    int rc = registered(s, id, NULL);
     if (rc <= 0) {
         server__send_error(c, msg->request_id, rc == 0 ? CD_ENOTFOUND : rc);
         return 0;
@@ -316,7 +322,7 @@ int server__child_leave(struct conn *c, struct cd_msg *msg)
     struct cd_op op = {.type = CD_OP_TXN, .then_ops = l->then, .n_then = 2};
     log_info("children", "deregistering child %" PRIu64, id);
     seen_drop(s, id);
-    return queue_own_write(c, msg, &op, SERVER_WRITE_CHILD_LEAVE, id, l);
+    return server__queue_op(c, msg, &op, SERVER_WRITE_OK, id, l);
 }
 
 /* --- reports ------------------------------------------------------------- */
@@ -428,7 +434,7 @@ void server__child_report(struct conn *c, const struct cd_msg *msg)
         server__send_error(c, msg->request_id, CD_ENOTLEADER);
         return;
     }
-    int rc = registered(s, id);
+    int rc = registered(s, id, NULL);
     if (rc <= 0) {
         server__send_error(c, msg->request_id, rc == 0 ? CD_EREVOKED : rc);
         return;

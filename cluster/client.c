@@ -668,6 +668,10 @@ static int reply_fits(enum cd_msg_type t, enum cd_msg_type r)
             return r == CD_MSG_SNAPSHOT_CHUNK;
         case CD_MSG_LOG_UPLOAD:
             return r == CD_MSG_LOG_ACK;
+        case CD_MSG_BACKUP:
+            /* A new schedule is answered OK once committed; a status or a
+             * backup started now, with the status. */
+            return r == CD_MSG_OK || r == CD_MSG_BACKUP_RESP;
         default:
             return 1;
     }
@@ -1101,7 +1105,10 @@ int cd_client_follow(struct cd_client *c,
     return stream(c, &req, timeout_ms, cb, arg);
 }
 
-int cd_client_snapshot(struct cd_client *c, int fd, uint64_t *revision)
+static int snapshot_into(struct cd_client *c,
+                         int fd,
+                         uint64_t *revision,
+                         int recent)
 {
     struct cd_msg req;
     struct cd_msg m;
@@ -1110,6 +1117,7 @@ int cd_client_snapshot(struct cd_client *c, int fd, uint64_t *revision)
 
     memset(&req, 0, sizeof(req));
     req.type = CD_MSG_SNAPSHOT;
+    req.u.snapshot.recent = recent;
     rc = call_first(c, &req, &m);
     while (rc == 0) {
         if (m.type == CD_MSG_ERROR) {
@@ -1138,4 +1146,14 @@ int cd_client_snapshot(struct cd_client *c, int fd, uint64_t *revision)
     /* The rest of the stream may still be on its way. */
     disconnect(c);
     return rc;
+}
+
+int cd_client_snapshot(struct cd_client *c, int fd, uint64_t *revision)
+{
+    return snapshot_into(c, fd, revision, 0);
+}
+
+int cd_client_snapshot_recent(struct cd_client *c, int fd, uint64_t *revision)
+{
+    return snapshot_into(c, fd, revision, 1);
 }

@@ -60,6 +60,7 @@ void cd_client_free_endpoints(char **list, size_t n);
  *
  * The reply's type is checked against the request's (WRITE: WRITE_RESP;
  * GET, RANGE: RANGE_RESP; TRANSFER, SHUTDOWN: OK; TOKEN: TOKEN_RESP;
+ * BACKUP: OK for a new schedule, else BACKUP_RESP;
  * MEMBER_CHANGE: OK, or for an ADD MEMBERS_RESP with the new member;
  * ...).  Retried: connection failures, CD_ENOTLEADER, CD_ELEADERLOST,
  * CD_ESHUTDOWN and CD_ETIMEOUT replies, and an attempt without an answer
@@ -168,6 +169,11 @@ int cd_client_follow(struct cd_client *c,
  * its negative errno.
  */
 int cd_client_snapshot(struct cd_client *c, int fd, uint64_t *revision);
+/* The same, but a copy the parent made a moment ago for another request
+ * will do (a child: the stream brings the changes after it), so that many
+ * children asking at once share one copy.  cd_client_snapshot() holds
+ * every write acknowledged before it was asked for (a backup). */
+int cd_client_snapshot_recent(struct cd_client *c, int fd, uint64_t *revision);
 
 /* --- children ------------------------------------------------------------ */
 

@@ -15,14 +15,17 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <inttypes.h>
+#include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "cluster/client.h"
 #include "lib/err.h"
+#include "lib/fdio.h"
 #include "storage/clusterd.h"
 
 enum {
@@ -1619,7 +1622,7 @@ static int status_one(const char *ep, struct table *t, size_t *n_failed)
         json_cstr(s->leader_api);
         fputs(",\"version\":", stdout);
         json_cstr(s->version);
-        fputs("}\n", stdout);
+        printf(",\"epoch\":\"%016" PRIx64 "\"}\n", s->epoch);
     } else {
         char *leader = NULL;
 
@@ -2187,31 +2190,203 @@ static int leader_main(int argc, char **argv)
 
 static const char snapshot_help[] =
     "usage: clusterctl snapshot save FILE\n"
+    "       clusterctl snapshot verify FILE...\n"
     "\n"
-    "Save a backup of the cluster's data to FILE ('-': stdout).  The file\n"
-    "appears only when complete (written as FILE.part, synced, renamed).\n"
-    "Check it with 'clusterd-store verify FILE'; restore it on a stopped\n"
-    "node with 'clusterd-store -d <data>/state.mdb restore FILE'.\n";
+    "save: write a backup of the cluster's data to FILE.  It is written as\n"
+    "FILE.part, synced, verified, then renamed, so FILE is never a partial\n"
+    "or damaged backup.  ('-' streams it to stdout, unverified.)\n"
+    "\n"
+    "verify: check backups offline (no cluster needed): framing, length,\n"
+    "CRC-32, that the store inside opens, and its records; print each one's\n"
+    "cluster id, history epoch, revision, keys and size.  Exit status 0 if\n"
+    "all are sound, 1 if not (the message says what is wrong).\n"
+    "\n"
+    "Restore a backup into a new cluster with\n"
+    "'clusterd --bootstrap --restore FILE' (clusterd(8)).\n";
+
+/* "2026-12-06T04:00:00Z" for a time in ms since the epoch ("-" for 0). */
+static void fmt_utc(uint64_t ms, char *out, size_t len)
+{
+    time_t t = (time_t)(ms / 1000);
+    struct tm tm;
+
+    if (ms == 0 || gmtime_r(&t, &tm) == NULL ||
+        strftime(out, len, "%Y-%m-%dT%H:%M:%SZ", &tm) == 0) {
+        snprintf(out, len, "-");
+    }
+}
+
+/* The directory part of path ("." when it has none), for scratch files
+ * next to a backup. */
+static char *dir_of(const char *path)
+{
+    const char *slash = strrchr(path, '/');
+
+    if (slash == NULL) {
+        return strdup(".");
+    }
+    if (slash == path) {
+        return strdup("/");
+    }
+    return strndup(path, (size_t)(slash - path));
+}
+
+static void print_backup_info(const char *file,
+                              const struct clusterd_backup_info *b,
+                              long long file_bytes,
+                              int saved)
+{
+    char when[32];
+
+    fmt_utc(b->updated_ms, when, sizeof(when));
+    if (g.json) {
+        fputs("{\"file\":", stdout);
+        json_cstr(file);
+        printf(",\"ok\":true,\"cluster_id\":\"%016" PRIx64
+               "\",\"epoch\":\"%016" PRIx64 "\",\"revision\":%" PRIu64
+               ",\"compact_revision\":%" PRIu64 ",\"keys\":%" PRIu64
+               ",\"bytes\":%lld,\"store_bytes\":%" PRIu64
+               ",\"crc32\":\"%08x\",\"last_change_ms\":%" PRIu64
+               ",\"format\":%u}\n",
+               b->cluster_id, b->epoch, b->revision, b->compact_rev, b->keys,
+               file_bytes, b->bytes, b->crc32, b->updated_ms, b->format);
+        return;
+    }
+    printf("%s %s: ok\n", saved ? "saved" : "backup", file);
+    printf("cluster id     %016" PRIx64 "\n", b->cluster_id);
+    printf("history epoch  %016" PRIx64 "\n", b->epoch);
+    printf("revision       %" PRIu64 "\n", b->revision);
+    printf("compacted to   %" PRIu64 "\n", b->compact_rev);
+    printf("keys           %" PRIu64 "\n", b->keys);
+    printf("size           %lld bytes (store %" PRIu64 " bytes, crc32 %08x)\n",
+           file_bytes, b->bytes, b->crc32);
+    printf("last change    %s\n", when);
+    printf("format         %u\n", b->format);
+}
+
+static int snapshot_verify(const char *file)
+{
+    struct clusterd_backup_info b;
+    struct stat st;
+    char *what = NULL;
+    int rc;
+
+    /* The check copies the store inside to a scratch file: the default
+     * ($TMPDIR or /tmp) works for read-only media too. */
+    rc = clusterd_backup_verify(strcmp(file, "-") == 0 ? "/dev/stdin" : file,
+                                NULL, &b);
+    if (rc != 0) {
+        if (asprintf(&what, "snapshot verify %s", file) < 0) {
+            what = NULL;
+        }
+        rc = fail(what != NULL ? what : "snapshot verify", rc, 0);
+        free(what);
+        /* A damaged backup is a failed check, never "unavailable". */
+        return rc == EXIT_UNAVAILABLE ? EXIT_FAIL : rc;
+    }
+    if (strcmp(file, "-") == 0 || stat(file, &st) != 0) {
+        st.st_size = -1;
+    }
+    /* A blank line between the reports of several files. */
+    static int shown;
+    if (shown++ && !g.json) {
+        putchar('\n');
+    }
+    print_backup_info(file, &b, (long long)st.st_size, 0);
+    return EXIT_OK;
+}
+
+static int snapshot_save(const char *file)
+{
+    struct clusterd_backup_info b;
+    struct cd_client *c;
+    struct stat st;
+    uint64_t rev = 0;
+    char *part = NULL, *dir = NULL;
+    int fd;
+    int rc = open_client(&c);
+
+    if (rc != 0) {
+        return rc;
+    }
+    if (strcmp(file, "-") == 0) {
+        rc = cd_client_snapshot(c, STDOUT_FILENO, &rev);
+        cd_client_close(c);
+        if (rc != 0) {
+            return fail("snapshot save", rc, 0);
+        }
+        /* stdout is the snapshot: the report goes to stderr. */
+        fprintf(stderr,
+                "snapshot streamed at revision %" PRIu64
+                " (not verified: check the file with 'clusterctl snapshot "
+                "verify')\n",
+                rev);
+        return EXIT_OK;
+    }
+    dir = dir_of(file);
+    if (dir == NULL || asprintf(&part, "%s.part", file) < 0) {
+        part = NULL;
+        fd = -1;
+        errno = ENOMEM;
+    } else {
+        fd = open(part, O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+    }
+    if (fd < 0) {
+        rc = -errno;
+        fprintf(stderr, "clusterctl: snapshot save: cannot create %s: %s\n",
+                part != NULL ? part : file, cd_strerror(rc));
+        free(part);
+        free(dir);
+        cd_client_close(c);
+        return EXIT_FAIL;
+    }
+    rc = cd_client_snapshot(c, fd, &rev);
+    cd_client_close(c);
+    if (rc == 0 && fsync(fd) != 0) {
+        rc = -errno;
+    }
+    if (rc == 0 && fstat(fd, &st) != 0) {
+        rc = -errno;
+    }
+    close(fd);
+    /* What reached the disk is checked before it takes the name FILE. */
+    if (rc == 0) {
+        rc = clusterd_backup_verify(part, dir, &b);
+    }
+    if (rc == 0) {
+        rc = fd_rename_synced(part, file);
+    }
+    if (rc != 0) {
+        unlink(part);
+    }
+    free(part);
+    free(dir);
+    if (rc != 0) {
+        return fail("snapshot save", rc, 0);
+    }
+    print_backup_info(file, &b, (long long)st.st_size, 1);
+    return EXIT_OK;
+}
+
+#define VERIFY_MAX_FILES 1024
 
 static int snapshot_main(int argc, char **argv)
 {
-    char *pos[1];
+    char *pos[VERIFY_MAX_FILES];
     int n;
-    uint64_t rev = 0;
-    char *part = NULL;
-    int fd;
-    struct cd_client *c;
-    struct stat st;
     int rc;
+    int verify = argc >= 2 && strcmp(argv[1], "verify") == 0;
+    const char *cmd = verify ? "snapshot verify" : "snapshot save";
 
-    if (argc < 2 || strcmp(argv[1], "save") != 0) {
+    if (argc < 2 || (!verify && strcmp(argv[1], "save") != 0)) {
         int help = argc > 1 && (strcmp(argv[1], "--help") == 0 ||
                                 strcmp(argv[1], "-h") == 0);
 
         fputs(snapshot_help, help ? stdout : stderr);
         return help ? EXIT_OK : EXIT_USAGE;
     }
-    rc = parse_args("snapshot save", argc - 1, argv + 1, NULL, pos, 1, &n);
+    rc = parse_args(cmd, argc - 1, argv + 1, NULL, pos,
+                    verify ? VERIFY_MAX_FILES : 1, &n);
     if (rc < 0) {
         fputs(snapshot_help, stdout);
         return EXIT_OK;
@@ -2219,64 +2394,427 @@ static int snapshot_main(int argc, char **argv)
     if (rc != 0) {
         return rc;
     }
-    if (n != 1) {
-        return usage_error("snapshot save", "expected FILE");
+    if (n < 1) {
+        return usage_error(cmd, verify ? "expected FILE..." : "expected FILE");
     }
-    rc = open_client(&c);
+    if (!verify) {
+        return snapshot_save(pos[0]);
+    }
+    /* Each file is checked, a failure does not stop the others; the
+     * status is the worst. */
+    rc = EXIT_OK;
+    for (int i = 0; i < n; i++) {
+        int one = snapshot_verify(pos[i]);
+
+        rc = one != EXIT_OK ? one : rc;
+    }
+    return rc;
+}
+
+/* --- backup ------------------------------------------------------------ */
+
+static const char backup_help[] =
+    "usage: clusterctl backup schedule --every DURATION --dir DIR\n"
+    "                                  [--retain N] [--at HH:MM] [--now]\n"
+    "       clusterctl backup schedule --off\n"
+    "       clusterctl backup status\n"
+    "       clusterctl backup now\n"
+    "\n"
+    "Backups the leader takes by itself, configured in the cluster's store\n"
+    "(so that any leader follows the schedule).  Each is the store's\n"
+    "snapshot, written into DIR on the parent that leads at the time as\n"
+    "clusterd-<cluster>-<UTC time>-r<revision>.snap: aside first, synced,\n"
+    "checked, then renamed.  Beyond N (--retain; 0: keep all) the oldest of\n"
+    "this cluster in DIR are deleted.\n"
+    "\n"
+    "  --every DURATION  30s, 15m, 6h, 1d or seconds; 0 or --off: none\n"
+    "  --at HH:MM        align on this time of day (the leader's local time),\n"
+    "                    then every DURATION; without it the first backup is\n"
+    "                    taken at once\n"
+    "  --now             also take one now\n"
+    "\n"
+    "status: the schedule, the next backup, the last one (by any leader)\n"
+    "and the last one that worked.  now: take one at once into the\n"
+    "schedule's directory and wait for it (exit status 1 if it failed).\n";
+
+/* "30s", "15m", "6h", "1d", "90": seconds. */
+static int parse_duration(const char *s, uint64_t *out)
+{
+    char *end;
+    unsigned long long v;
+    uint64_t unit = 1;
+
+    if (s == NULL || s[0] < '0' || s[0] > '9') {
+        return -EINVAL;
+    }
+    errno = 0;
+    v = strtoull(s, &end, 10);
+    if (errno != 0) {
+        return -EINVAL;
+    }
+    if (strcmp(end, "m") == 0) {
+        unit = 60;
+    } else if (strcmp(end, "h") == 0) {
+        unit = 3600;
+    } else if (strcmp(end, "d") == 0) {
+        unit = 86400;
+    } else if (strcmp(end, "s") != 0 && end[0] != '\0') {
+        return -EINVAL;
+    }
+    if (v > UINT64_MAX / unit) {
+        return -EINVAL;
+    }
+    *out = v * unit;
+    return 0;
+}
+
+/* "1d", "6h", "90m", "45s": the largest unit that divides it. */
+static void fmt_duration(uint64_t s, char *out, size_t len)
+{
+    if (s != 0 && s % 86400 == 0) {
+        snprintf(out, len, "%" PRIu64 "d", s / 86400);
+    } else if (s != 0 && s % 3600 == 0) {
+        snprintf(out, len, "%" PRIu64 "h", s / 3600);
+    } else if (s != 0 && s % 60 == 0) {
+        snprintf(out, len, "%" PRIu64 "m", s / 60);
+    } else {
+        snprintf(out, len, "%" PRIu64 "s", s);
+    }
+}
+
+static uint64_t wall_ms(void)
+{
+    struct timespec ts;
+
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
+}
+
+/* backup_call() could not even set up a client (open_client said why). */
+#define NO_CLIENT INT_MIN
+
+/* One BACKUP request; the reply (OK or BACKUP_RESP) goes to *resp. */
+static int backup_call(const struct cd_msg *req, struct cd_msg *resp)
+{
+    struct cd_client *c;
+    struct cd_msg r = *req;
+    int rc = open_client(&c);
+
+    if (rc != 0) {
+        return NO_CLIENT;
+    }
+    rc = cd_client_call(c, &r, resp);
+    cd_client_close(c);
+    return rc;
+}
+
+static int backup_status_of(struct cd_msg *resp)
+{
+    struct cd_msg req;
+
+    memset(&req, 0, sizeof(req));
+    req.type = CD_MSG_BACKUP;
+    return backup_call(&req, resp);
+}
+
+static void json_schedule(const struct cd_backup_schedule *bs)
+{
+    printf("{\"interval_s\":%" PRIu64 ",\"retain\":%u,\"dir\":", bs->interval_s,
+           bs->retain);
+    json_cstr(bs->dir);
+    if (bs->has_at) {
+        printf(",\"at\":\"%02u:%02u\"", bs->at_minute / 60, bs->at_minute % 60);
+    } else {
+        fputs(",\"at\":null", stdout);
+    }
+    printf(",\"set_ms\":%" PRIu64 "}", bs->set_ms);
+}
+
+static void json_result(const struct cd_backup_result *br)
+{
+    printf("{\"time_ms\":%" PRIu64 ",\"ok\":%s,\"node_id\":%" PRIu64
+           ",\"file\":",
+           br->time_ms, br->ok ? "true" : "false", br->node_id);
+    json_cstr(br->file[0] != '\0' ? br->file : NULL);
+    printf(",\"revision\":%" PRIu64 ",\"bytes\":%" PRIu64 ",\"keys\":%" PRIu64
+           ",\"duration_ms\":%" PRIu64 ",\"error\":",
+           br->revision, br->bytes, br->keys, br->duration_ms);
+    json_cstr(br->error[0] != '\0' ? br->error : NULL);
+    printf(",\"failures\":%u,\"pruned\":%u,\"last_ok_ms\":%" PRIu64
+           ",\"last_ok_file\":",
+           br->failures, br->pruned, br->last_ok_ms);
+    json_cstr(br->last_ok_file[0] != '\0' ? br->last_ok_file : NULL);
+    putchar('}');
+}
+
+static void print_backup_status(const struct cd_msg *m)
+{
+    const struct cd_backup_schedule *bs = &m->u.backup_resp.schedule;
+    const struct cd_backup_result *br = &m->u.backup_resp.last;
+    char t1[32], t2[32], every[32];
+
+    if (g.json) {
+        fputs("{\"schedule\":", stdout);
+        if (m->u.backup_resp.has_schedule) {
+            json_schedule(bs);
+        } else {
+            fputs("null", stdout);
+        }
+        fputs(",\"last\":", stdout);
+        if (m->u.backup_resp.has_last) {
+            json_result(br);
+        } else {
+            fputs("null", stdout);
+        }
+        printf(",\"next_ms\":%" PRIu64 ",\"running\":%s}\n",
+               m->u.backup_resp.next_ms,
+               m->u.backup_resp.running ? "true" : "false");
+        return;
+    }
+    if (!m->u.backup_resp.has_schedule || bs->interval_s == 0) {
+        fputs("schedule     none", stdout);
+        if (m->u.backup_resp.has_schedule && bs->dir[0] != '\0') {
+            printf(" ('backup now' writes into %s)", bs->dir);
+        }
+        putchar('\n');
+    } else {
+        fmt_duration(bs->interval_s, every, sizeof(every));
+        printf("schedule     every %s", every);
+        if (bs->has_at) {
+            printf(" from %02u:%02u (the leader's local time)",
+                   bs->at_minute / 60, bs->at_minute % 60);
+        }
+        if (bs->retain == 0) {
+            printf(", keep all, into %s on the leader\n", bs->dir);
+        } else {
+            printf(", keep %u, into %s on the leader\n", bs->retain, bs->dir);
+        }
+    }
+    if (m->u.backup_resp.next_ms != 0) {
+        uint64_t now = wall_ms();
+        uint64_t next = m->u.backup_resp.next_ms;
+
+        fmt_utc(next, t1, sizeof(t1));
+        if (next > now) {
+            uint64_t in = (next - now + 999) / 1000;
+
+            if (in >= 3600) {
+                snprintf(every, sizeof(every), "%" PRIu64 "h%02" PRIu64 "m",
+                         in / 3600, in % 3600 / 60);
+            } else if (in >= 60) {
+                snprintf(every, sizeof(every), "%" PRIu64 "m%02" PRIu64 "s",
+                         in / 60, in % 60);
+            } else {
+                snprintf(every, sizeof(every), "%" PRIu64 "s", in);
+            }
+            printf("next         %s (in %s)\n", t1, every);
+        } else {
+            printf("next         due now\n");
+        }
+    }
+    printf("running      %s\n", m->u.backup_resp.running ? "yes" : "no");
+    if (!m->u.backup_resp.has_last) {
+        puts("last         none yet");
+        return;
+    }
+    fmt_utc(br->time_ms, t1, sizeof(t1));
+    if (br->ok) {
+        printf("last         %s  ok, by node %" PRIu64 ", in %.1f s\n", t1,
+               br->node_id, (double)br->duration_ms / 1000);
+        printf("file         %s\n", br->file);
+        printf("             revision %" PRIu64 ", %" PRIu64 " keys, %" PRIu64
+               " bytes; %u older deleted\n",
+               br->revision, br->keys, br->bytes, br->pruned);
+        if (br->error[0] != '\0') {
+            printf("warning      %s\n", br->error);
+        }
+        return;
+    }
+    printf("last         %s  FAILED, by node %" PRIu64 " (%u in a row)\n", t1,
+           br->node_id, br->failures);
+    printf("error        %s\n", br->error);
+    fmt_utc(br->last_ok_ms, t2, sizeof(t2));
+    printf("last ok      %s  %s\n", br->last_ok_ms != 0 ? t2 : "never",
+           br->last_ok_file);
+}
+
+static int backup_status_main(void)
+{
+    struct cd_msg resp;
+    int rc = backup_status_of(&resp);
+
+    if (rc != 0) {
+        return rc == NO_CLIENT ? EXIT_FAIL : fail("backup status", rc, 0);
+    }
+    print_backup_status(&resp);
+    codec_msg_free(&resp);
+    return EXIT_OK;
+}
+
+/* Take one now and wait (within --timeout) for its result. */
+static int backup_now_main(void)
+{
+    struct cd_msg req, resp;
+    uint64_t asked = wall_ms();
+    uint64_t deadline = asked + (g.timeout_ms != 0 ? g.timeout_ms : 15000u) +
+                        60000u; /* a large store takes a while to copy */
+    int rc;
+
+    memset(&req, 0, sizeof(req));
+    req.type = CD_MSG_BACKUP;
+    req.u.backup.now = 1;
+    rc = backup_call(&req, &resp);
+    if (rc == -ENOENT) {
+        fprintf(stderr,
+                "clusterctl: backup now: no backup directory: set "
+                "one with 'clusterctl backup schedule'\n");
+        return EXIT_FAIL;
+    }
+    if (rc != 0) {
+        return rc == NO_CLIENT ? EXIT_FAIL : fail("backup now", rc, 0);
+    }
+    /* Its result is the first one recorded after the request (the leader's
+     * clock, which a few ms of skew could put before ours). */
+    while (resp.u.backup_resp.running || !resp.u.backup_resp.has_last ||
+           resp.u.backup_resp.last.time_ms + 1000 < asked) {
+        codec_msg_free(&resp);
+        if (wall_ms() > deadline) {
+            fprintf(stderr,
+                    "clusterctl: backup now: no result in time; see "
+                    "'clusterctl backup status'\n");
+            return EXIT_UNAVAILABLE;
+        }
+        usleep(100000);
+        rc = backup_status_of(&resp);
+        if (rc != 0) {
+            return rc == NO_CLIENT ? EXIT_FAIL : fail("backup now", rc, 0);
+        }
+    }
+    print_backup_status(&resp);
+    rc = resp.u.backup_resp.last.ok ? EXIT_OK : EXIT_FAIL;
+    codec_msg_free(&resp);
+    return rc;
+}
+
+static int backup_schedule_main(int argc, char **argv)
+{
+    const char *every = NULL, *dir = NULL, *retain = NULL, *at = NULL;
+    int off = 0, now = 0;
+    char *pos[1];
+    int n;
+    uint64_t v;
+    struct cd_msg req, resp;
+    const struct opt opts[] = {
+        {"--every", OPT_VALUE, &every, NULL},
+        {"--dir", OPT_VALUE, &dir, NULL},
+        {"--retain", OPT_VALUE, &retain, NULL},
+        {"--at", OPT_VALUE, &at, NULL},
+        {"--off", OPT_FLAG, NULL, &off},
+        {"--now", OPT_FLAG, NULL, &now},
+        {NULL, 0, NULL, NULL},
+    };
+    int rc = parse_args("backup schedule", argc, argv, opts, pos, 0, &n);
+
+    if (rc < 0) {
+        fputs(backup_help, stdout);
+        return EXIT_OK;
+    }
     if (rc != 0) {
         return rc;
     }
-    if (strcmp(pos[0], "-") == 0) {
-        fd = STDOUT_FILENO;
-    } else if (asprintf(&part, "%s.part", pos[0]) < 0) {
-        part = NULL;
-        fd = -1;
-        errno = ENOMEM;
+    memset(&req, 0, sizeof(req));
+    req.type = CD_MSG_BACKUP;
+    req.u.backup.has_schedule = 1;
+    struct cd_backup_schedule *bs = &req.u.backup.schedule;
+    if (off) {
+        if (every != NULL || at != NULL) {
+            return usage_error("backup schedule", "--off goes alone");
+        }
+        /* Keep the directory (and retention) for `backup now`. */
+        rc = backup_status_of(&resp);
+        if (rc != 0) {
+            return rc == NO_CLIENT ? EXIT_FAIL : fail("backup schedule", rc, 0);
+        }
+        if (resp.u.backup_resp.has_schedule) {
+            *bs = resp.u.backup_resp.schedule;
+        }
+        codec_msg_free(&resp);
+        bs->interval_s = 0;
+        bs->has_at = 0;
     } else {
-        fd = open(part, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+        if (every == NULL || parse_duration(every, &bs->interval_s) != 0) {
+            return usage_error("backup schedule",
+                               "--every takes a duration: 30s, 15m, 6h, 1d");
+        }
+        if (dir == NULL || dir[0] != '/' || strlen(dir) >= sizeof(bs->dir)) {
+            return usage_error("backup schedule",
+                               "--dir takes an absolute directory");
+        }
+        snprintf(bs->dir, sizeof(bs->dir), "%s", dir);
     }
-    if (fd < 0) {
-        rc = -errno;
-        fprintf(stderr, "clusterctl: snapshot save: cannot create %s: %s\n",
-                part != NULL ? part : pos[0], cd_strerror(rc));
-        free(part);
-        cd_client_close(c);
-        return EXIT_FAIL;
+    if (retain != NULL) {
+        if (parse_u64(retain, &v) != 0 || v > 100000) {
+            return usage_error("backup schedule",
+                               "--retain takes a count (0: keep all)");
+        }
+        bs->retain = (uint32_t)v;
     }
-    rc = cd_client_snapshot(c, fd, &rev);
-    cd_client_close(c);
-    if (rc == 0 && part != NULL && fsync(fd) != 0) {
-        rc = -errno;
+    if (at != NULL) {
+        uint64_t hh, mm;
+        char hh_s[3] = {0}, mm_s[3] = {0};
+
+        if (strlen(at) != 5 || at[2] != ':') {
+            return usage_error("backup schedule", "--at takes HH:MM");
+        }
+        memcpy(hh_s, at, 2);
+        memcpy(mm_s, at + 3, 2);
+        if (parse_u64_base(hh_s, 10, &hh) != 0 ||
+            parse_u64_base(mm_s, 10, &mm) != 0 || hh > 23 || mm > 59) {
+            return usage_error("backup schedule", "--at takes HH:MM");
+        }
+        bs->has_at = 1;
+        bs->at_minute = (uint32_t)(hh * 60 + mm);
     }
-    if (rc == 0 && part != NULL && rename(part, pos[0]) != 0) {
-        rc = -errno;
-    }
-    if (rc != 0 && part != NULL) {
-        unlink(part);
-    }
-    if (rc == 0 && (fd == STDOUT_FILENO || fstat(fd, &st) != 0)) {
-        st.st_size = -1;
-    }
-    if (fd != STDOUT_FILENO) {
-        close(fd);
-    }
-    free(part);
+    rc = backup_call(&req, &resp);
     if (rc != 0) {
-        return fail("snapshot save", rc, 0);
+        if (rc == -EINVAL) {
+            fprintf(stderr,
+                    "clusterctl: backup schedule: refused by the "
+                    "leader (its log says why)\n");
+            return EXIT_FAIL;
+        }
+        return rc == NO_CLIENT ? EXIT_FAIL : fail("backup schedule", rc, 1);
     }
-    if (fd == STDOUT_FILENO) {
-        /* stdout is the snapshot: the report goes to stderr. */
-        fprintf(stderr, "snapshot saved at revision %" PRIu64 "\n", rev);
-    } else if (g.json) {
-        fputs("{\"file\":", stdout);
-        json_cstr(pos[0]);
-        printf(",\"bytes\":%lld,\"revision\":%" PRIu64 "}\n",
-               (long long)st.st_size, rev);
-    } else {
-        printf("snapshot saved to %s: %lld bytes, revision %" PRIu64 "\n",
-               pos[0], (long long)st.st_size, rev);
+    codec_msg_free(&resp);
+    return now ? backup_now_main() : backup_status_main();
+}
+
+static int backup_main(int argc, char **argv)
+{
+    if (argc >= 2 && strcmp(argv[1], "schedule") == 0) {
+        return backup_schedule_main(argc - 1, argv + 1);
     }
-    return EXIT_OK;
+    if (argc >= 2 &&
+        (strcmp(argv[1], "status") == 0 || strcmp(argv[1], "now") == 0)) {
+        char *pos[1];
+        int n;
+        int rc = parse_args(argv[1][0] == 's' ? "backup status" : "backup now",
+                            argc - 1, argv + 1, NULL, pos, 0, &n);
+
+        if (rc < 0) {
+            fputs(backup_help, stdout);
+            return EXIT_OK;
+        }
+        if (rc != 0) {
+            return rc;
+        }
+        return argv[1][0] == 's' ? backup_status_main() : backup_now_main();
+    }
+    int help = argc > 1 &&
+               (strcmp(argv[1], "--help") == 0 || strcmp(argv[1], "-h") == 0);
+
+    fputs(backup_help, help ? stdout : stderr);
+    return help ? EXIT_OK : EXIT_USAGE;
 }
 
 /* --- token, join, leave ------------------------------------------------ */
@@ -2710,7 +3248,8 @@ static const struct
     {"members", members_main, "the parents, their roles and addresses"},
     {"member", member_main, "add|remove|promote|demote: change the parents"},
     {"leader", leader_main, "transfer [ID]: hand leadership to a voter"},
-    {"snapshot", snapshot_main, "save FILE: back up the cluster's data"},
+    {"snapshot", snapshot_main, "save|verify FILE: back up, check a backup"},
+    {"backup", backup_main, "schedule|status|now: the scheduled backups"},
     {"token", token_main, "create [--ttl S]: a join token for a new parent"},
     {"join", join_main, "[--child] --token T: make this host join"},
     {"leave", leave_main, "[--node ADDR | --child]: remove a parent or child"},

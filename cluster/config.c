@@ -260,6 +260,9 @@ int config_finish(struct cd_config *c, char *err, size_t errlen)
     if (c->restore[0] != '\0' && !c->bootstrap) {
         return bad(err, errlen, "restore", "only with bootstrap");
     }
+    if (c->new_cluster_id && c->restore[0] == '\0') {
+        return bad(err, errlen, "new-cluster-id", "only with restore");
+    }
     /* join without a token is refused at start only when the node has not
      * joined yet (server.c): a joined node ignores join, and an expired
      * token may be dropped from the file. */

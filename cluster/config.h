@@ -26,6 +26,9 @@ struct cd_config
     char token[128];    /* join token */
     int force_new_cluster;
     char restore[256]; /* with bootstrap: a backup to start from */
+    /* With restore: give the new cluster an id of its own instead of the
+     * backup's, so that the old fleet's children are refused. */
+    int new_cluster_id;
     char profile[16];
     unsigned heartbeat_ms;
     unsigned election_ms;

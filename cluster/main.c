@@ -2,7 +2,8 @@
  * main.c - clusterd, the parent daemon.
  *
  *   clusterd [--config FILE] [--data DIR] [--raft ADDR] [--api ADDR]
- *            [--bootstrap | --join ENDPOINTS --token TOKEN]
+ *            [--bootstrap [--restore FILE [--new-cluster-id]] |
+ *             --join ENDPOINTS --token TOKEN | --force-new-cluster]
  *            [--profile default|fast] [--set KEY=VALUE]... [--log-level L]
  *
  * SIGTERM / SIGINT stop it gracefully (a leader hands leadership over
@@ -36,16 +37,22 @@ static void usage(FILE *f)
         f,
         "usage: clusterd [--config FILE] [--data DIR] [--raft ADDR] "
         "[--api ADDR]\n"
-        "                [--bootstrap [--restore BACKUP] | --join ENDPOINTS "
-        "--token TOKEN]\n"
+        "                [--bootstrap [--restore BACKUP [--new-cluster-id]] |\n"
+        "                 --join ENDPOINTS --token TOKEN | "
+        "--force-new-cluster]\n"
         "                [--profile default|fast] [--set KEY=VALUE]... "
         "[--log-level LEVEL]\n\n"
         "  --bootstrap   create a new cluster with this node as its "
         "first parent\n"
         "  --join        join the cluster at ENDPOINTS (API addresses, "
         "comma-separated)\n"
-        "  --restore FILE  with --bootstrap: start the new cluster from a "
-        "backup\n"
+        "  --restore FILE  with --bootstrap: start the cluster again from a "
+        "backup,\n"
+        "                with the backup's cluster id (its children "
+        "reattach)\n"
+        "  --new-cluster-id  with --restore: a new cluster id instead (the "
+        "old\n"
+        "                fleet's children are refused)\n"
         "  --force-new-cluster  disaster recovery: make this surviving "
         "parent\n"
         "                the only voter, keeping all data (run on one "
@@ -123,6 +130,9 @@ int main(int argc, char **argv)
             continue;
         } else if (strcmp(a, "--force-new-cluster") == 0) {
             cfg.force_new_cluster = 1;
+            continue;
+        } else if (strcmp(a, "--new-cluster-id") == 0) {
+            cfg.new_cluster_id = 1;
             continue;
         } else if (strcmp(a, "--config") == 0) {
             i++;

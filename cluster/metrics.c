@@ -661,6 +661,38 @@ static void render(struct metrics *m,
     mtext_gauge(t, "clusterd_snapshot_last_duration_seconds",
                 "Time the last snapshot took, copy and write.",
                 m->snapshot_seconds);
+    mtext_family(t, "clusterd_info", "gauge",
+                 "The cluster id and the history epoch of this node's store "
+                 "(the epoch changes at each restore from a backup and each "
+                 "forced new cluster).");
+    mtext_printf(t,
+                 "clusterd_info{cluster_id=\"%016" PRIx64
+                 "\",epoch=\"%016" PRIx64 "\"} 1\n",
+                 st->cluster_id, st->epoch);
+    gauge_u64(t, "clusterd_backup_last_attempt_timestamp_seconds",
+              "Start of the last scheduled or requested backup, any leader "
+              "(0: none yet).",
+              st->backup_last_ms / 1000);
+    gauge_u64(t, "clusterd_backup_last_success_timestamp_seconds",
+              "Start of the last backup that was written and checked "
+              "(0: none yet).",
+              st->backup_last_ok_ms / 1000);
+    gauge_u64(t, "clusterd_backup_last_ok",
+              "1 if the last backup attempt worked, else 0.",
+              (uint64_t)(st->backup_recorded && st->backup_last_ok));
+    gauge_u64(t, "clusterd_backup_consecutive_failures",
+              "Backup attempts that failed in a row.", st->backup_failures);
+    gauge_u64(t, "clusterd_backup_last_bytes",
+              "Size of the last backup that worked.", st->backup_last_bytes);
+    gauge_u64(t, "clusterd_backup_last_revision",
+              "Store revision in the last backup that worked.",
+              st->backup_last_revision);
+    mtext_gauge(t, "clusterd_backup_last_duration_seconds",
+                "Time the last backup that worked took (copy, sync, check).",
+                (double)st->backup_last_duration_ms / 1000);
+    gauge_u64(t, "clusterd_backup_running",
+              "1 while this parent takes a backup.",
+              (uint64_t)(st->backup_running != 0));
 }
 
 void metrics_publish(struct metrics *m, const struct metrics_state *st)

@@ -151,6 +151,18 @@ struct metrics_state
     uint64_t children[METRICS_CHILD_STATES];
     /* Largest staleness by state, in ms (following, degraded, gone). */
     uint64_t staleness_max_ms[METRICS_CHILD_UNKNOWN];
+    /* The store's identity (clusterd_info). */
+    uint64_t cluster_id;
+    uint64_t epoch;
+    /* Backups: the last one recorded (/cluster/backup/last, the same on
+     * every parent) and whether this parent is taking one. */
+    int backup_recorded;
+    int backup_last_ok;
+    uint64_t backup_last_ms;    /* start of the last attempt */
+    uint64_t backup_last_ok_ms; /* start of the last one that worked */
+    uint32_t backup_failures;   /* in a row */
+    uint64_t backup_last_bytes, backup_last_revision, backup_last_duration_ms;
+    int backup_running;
 };
 
 struct metrics;

@@ -102,6 +102,19 @@ int server__member_api(struct server *s, uint64_t id, char *out, size_t len)
     return rc;
 }
 
+int server__store_meta(struct server *s, struct store_meta *m)
+{
+    struct store_read *r;
+    int rc = store_read_begin(s->store, &r);
+    if (rc != 0) {
+        memset(m, 0, sizeof *m);
+        return rc;
+    }
+    rc = store_read_meta(r, m);
+    store_read_end(r);
+    return rc;
+}
+
 const char *server__leader_api(struct server *s)
 {
     raft_id id;
@@ -451,10 +464,53 @@ static int lock_data_dir(struct server *s)
     return 0;
 }
 
+static void join_snapshot_path(const struct server *s, char *out, size_t len)
+{
+    snprintf(out, len, "%s/join.snap", s->cfg.data_dir);
+}
+
+/*
+ * A joining parent first copies the cluster's store (any parent's: they
+ * apply the same log), then replays the log after that copy's applied
+ * index.  Raft alone would replay the log from index 1, or send its last
+ * snapshot if the log no longer starts there; but the log of a cluster
+ * started from a backup does not hold the backup's state (the store was
+ * restored beside it), and after --force-new-cluster the last raft
+ * snapshot may predate the new history epoch.  The copy also replaces a
+ * stale store left in the data directory.  Written to <data>/join.snap,
+ * synced; taken into the store by adopt_join_snapshot() once it is open.
+ */
+static int download_state(struct server *s, struct cd_client *c)
+{
+    char path[300];
+    uint64_t rev = 0;
+    join_snapshot_path(s, path, sizeof path);
+    int fd = open(path, O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+    if (fd < 0) {
+        return -errno;
+    }
+    int rc = cd_client_snapshot(c, fd, &rev);
+    if (rc == 0 && fsync(fd) != 0) {
+        rc = -errno;
+    }
+    close(fd);
+    if (rc != 0) {
+        unlink(path);
+        log_error("server",
+                  "copying the cluster's state from %s failed: %s (%s)",
+                  s->cfg.join, cd_strerror(rc), cd_errname(rc));
+        return rc;
+    }
+    log_info("server", "copied the cluster's state at revision %" PRIu64, rev);
+    return 0;
+}
+
 /*
  * Ask the cluster at cfg.join to add this node.  The leader checks the
  * token, assigns the id and adds us as a spare; we learn our id and the
- * cluster id from the reply.  Runs before the loop, blocking.
+ * cluster id from the reply.  The cluster's state is copied first
+ * (download_state), so that a failed copy leaves nothing behind in the
+ * cluster.  Runs before the loop, blocking.
  */
 static int join_cluster(struct server *s)
 {
@@ -477,6 +533,11 @@ static int join_cluster(struct server *s)
         return rc;
     }
     struct cd_msg req, resp;
+    if ((rc = download_state(s, c)) != 0) {
+        cd_client_close(c);
+        cd_client_free_endpoints(eps, n);
+        return rc;
+    }
     /* The leader makes one membership change at a time (its own
      * promotions included): a busy answer means "again shortly". */
     for (int attempt = 0; attempt < 300; attempt++) {
@@ -505,6 +566,9 @@ static int join_cluster(struct server *s)
     cd_client_close(c);
     cd_client_free_endpoints(eps, n);
     if (rc != 0) {
+        char path[300];
+        join_snapshot_path(s, path, sizeof path);
+        unlink(path);
         log_error("server", "joining %s failed: %s (%s)", s->cfg.join,
                   cd_strerror(rc), cd_errname(rc));
         return rc;
@@ -772,7 +836,13 @@ static void snapshot_copy_done(uv_work_t *w, int status)
         job->raft_cb(job->raft_req, rv);
         free(job);
     }
-    if (s->close_deferred) {
+    server__work_done(s);
+}
+
+void server__work_done(struct server *s)
+{
+    if (s->close_deferred && s->snap_job == NULL && s->backup_job == NULL &&
+        !s->dl_copy_running) {
         s->close_deferred = 0;
         close_all(s);
     }
@@ -951,19 +1021,60 @@ static int mark_base_pending(struct server *s)
 }
 
 /*
- * A new cluster from a backup: the store takes the backup's state, then
+ * A new history epoch (store.h): after a restore or a forced new cluster,
+ * revisions no longer count the same changes as before, and children
+ * compare epochs in their hello to know that their cache must be replaced
+ * rather than continued (docs/operations.md, "Disaster recovery").
+ * Random, so that two restores of one backup never share an epoch.
+ */
+static int start_epoch(struct server *s, const char *why)
+{
+    struct store_read *r;
+    struct store_meta m = {0};
+    uint64_t epoch = 0;
+    int rc = store_read_begin(s->store, &r);
+    if (rc == 0) {
+        rc = store_read_meta(r, &m);
+        store_read_end(r);
+    }
+    if (rc != 0) {
+        return rc;
+    }
+    while (epoch == 0 || epoch == m.epoch) {
+        if (getrandom(&epoch, sizeof epoch, 0) != sizeof epoch) {
+            return -EIO;
+        }
+    }
+    if ((rc = store_set_epoch(s->store, epoch)) != 0) {
+        return rc;
+    }
+    log_warn("server",
+             "%s: history epoch %016" PRIx64 " -> %016" PRIx64
+             " at revision %" PRIu64
+             "; children replace their caches with a snapshot of this one",
+             why, m.epoch, epoch, m.revision);
+    return 0;
+}
+
+/*
+ * Start again from a backup: the store takes the backup's state, then
  * forgets the old cluster's Raft index, since this cluster's log starts
- * again at 1.  The children registry and every key come along; the first
- * leader rewrites /cluster/id and revokes the old cluster's join tokens.
+ * again at 1.  The cluster keeps the backup's id, the identity of the
+ * fleet, so that its children and clients go on (unless
+ * --new-cluster-id); the children registry and every key come along.  A
+ * new history epoch tells the children that the revisions they hold may
+ * be ahead of this history or differ from it; the first leader records it
+ * under /cluster/epoch and revokes the old join tokens (api.c).
  */
 static int restore_backup(struct server *s)
 {
     struct store_snapshot_info info;
     int fd = open(s->cfg.restore, O_RDONLY | O_CLOEXEC);
     if (fd < 0) {
+        int rc = -errno;
         log_error("server", "cannot open the backup %s: %s", s->cfg.restore,
-                  strerror(errno));
-        return -errno;
+                  strerror(-rc));
+        return rc;
     }
     int rc = store_restore(s->store, fd, &info);
     close(fd);
@@ -978,8 +1089,52 @@ static int restore_backup(struct server *s)
                   cd_strerror(rc), cd_errname(rc));
         return rc;
     }
-    log_info("server", "new cluster starts from %s: revision %llu",
-             s->cfg.restore, (unsigned long long)info.meta.revision);
+    if (!s->cfg.new_cluster_id && info.meta.cluster_id != 0) {
+        s->cluster_id = info.meta.cluster_id;
+    }
+    log_info("server",
+             "restored %s: cluster %016" PRIx64 "%s, revision %" PRIu64
+             ", %" PRIu64 " keys",
+             s->cfg.restore, s->cluster_id,
+             s->cluster_id == info.meta.cluster_id ? " (the backup's)"
+                                                   : " (a new id)",
+             info.meta.revision, info.keys);
+    return start_epoch(s, "restored from a backup");
+}
+
+/* Take the state download_state() copied; see there. */
+static int adopt_join_snapshot(struct server *s)
+{
+    char path[300];
+    struct store_snapshot_info info;
+    join_snapshot_path(s, path, sizeof path);
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0) {
+        return -errno;
+    }
+    int rc = store_restore(s->store, fd, &info);
+    close(fd);
+    if (rc == 0 && info.meta.cluster_id != s->cluster_id) {
+        log_error("server",
+                  "the state copied at join belongs to cluster %016" PRIx64
+                  ", not %016" PRIx64 ": are --join's endpoints one cluster?",
+                  info.meta.cluster_id, s->cluster_id);
+        rc = CD_EBADCLUSTER;
+    }
+    if (rc != 0) {
+        log_error("server",
+                  "taking the cluster's state failed: %s (%s); the cluster "
+                  "added this parent as node %" PRIu64
+                  ": remove it (clusterctl member remove %" PRIu64
+                  ") before starting again",
+                  cd_strerror(rc), cd_errname(rc), s->id, s->id);
+        return rc;
+    }
+    unlink(path);
+    log_info("server",
+             "store holds the cluster's state at revision %" PRIu64
+             " (raft index %" PRIu64 ", history epoch %016" PRIx64 ")",
+             info.meta.revision, info.meta.applied_index, info.meta.epoch);
     return 0;
 }
 
@@ -1116,7 +1271,7 @@ int server_start(struct server *s)
     if ((rc = lock_data_dir(s)) != 0) {
         return rc;
     }
-    int bootstrap = 0;
+    int bootstrap = 0, joined = 0;
     rc = read_identity(s);
     if (rc == CD_ENOTFOUND) {
         if (s->cfg.bootstrap) {
@@ -1127,10 +1282,8 @@ int server_start(struct server *s)
                 }
             }
             s->id = 1;
-            s->cluster_id = cid;
+            s->cluster_id = cid; /* a restore may take the backup's */
             bootstrap = 1;
-            log_info("server", "bootstrapping cluster %016" PRIx64,
-                     s->cluster_id);
         } else if (s->cfg.join[0] != '\0') {
             if (s->cfg.token[0] == '\0') {
                 log_error("server",
@@ -1142,6 +1295,7 @@ int server_start(struct server *s)
             if ((rc = join_cluster(s)) != 0) {
                 return rc;
             }
+            joined = 1;
         } else if (s->cfg.force_new_cluster) {
             log_error("server",
                       "--force-new-cluster needs the data "
@@ -1156,9 +1310,6 @@ int server_start(struct server *s)
                       s->cfg.data_dir);
             return CD_ECONFIG;
         }
-        if ((rc = write_identity(s)) != 0) {
-            return rc;
-        }
     } else if (rc != 0) {
         return rc;
     } else if (s->cfg.force_new_cluster) {
@@ -1169,7 +1320,7 @@ int server_start(struct server *s)
     } else if (s->cfg.bootstrap || s->cfg.join[0] != '\0') {
         log_info("server",
                  "node %" PRIu64 " of cluster %016" PRIx64
-                 " restarting; --bootstrap/--join ignored",
+                 " restarting; --bootstrap/--join/--restore ignored",
                  s->id, s->cluster_id);
     }
     if (bootstrap && s->cfg.restore[0] != '\0' &&
@@ -1182,6 +1333,21 @@ int server_start(struct server *s)
     if (bootstrap && s->cfg.restore[0] != '\0' &&
         (rc = restore_backup(s)) != 0) {
         return rc;
+    }
+    if (joined && (rc = adopt_join_snapshot(s)) != 0) {
+        return rc;
+    }
+    if (!bootstrap && !joined && s->cfg.force_new_cluster &&
+        (rc = start_epoch(s, "forced a new cluster")) != 0) {
+        return rc;
+    }
+    /* The identity last: a node whose store is not ready yet (a restore or
+     * the copy at join failed) starts again from scratch. */
+    if ((bootstrap || joined) && (rc = write_identity(s)) != 0) {
+        return rc;
+    }
+    if (bootstrap) {
+        log_info("server", "bootstrapping cluster %016" PRIx64, s->cluster_id);
     }
     if ((rc = store_set_cluster_id(s->store, s->cluster_id)) != 0) {
         return rc;
@@ -1269,8 +1435,10 @@ static void close_all(struct server *s)
     if (s->closing_all) {
         return;
     }
-    if (s->snap_job != NULL) {
-        /* A snapshot copy is running: close once it is handed over. */
+    if (s->snap_job != NULL || s->backup_job != NULL || s->dl_copy_running) {
+        /* A snapshot copy (raft's or a download's) or a backup runs on the
+         * thread pool with the store: close once it is over
+         * (server__work_done). */
         s->close_deferred = 1;
         return;
     }

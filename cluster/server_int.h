@@ -26,6 +26,8 @@ enum lead_state {
 struct conn;
 struct proposal;
 struct snapshot_job;
+struct backup_job;
+struct snap_copy;
 
 /* A member is alive while its match index keeps up with the leader's log;
  * the leader appends a barrier when the log is quiet, so that it moves. */
@@ -45,7 +47,7 @@ struct metrics_state;
 enum server_write_kind {
     SERVER_WRITE_CLIENT = 0,     /* a client's WRITE: WRITE_RESP */
     SERVER_WRITE_CHILD_JOIN = 1, /* CHILD_JOIN_RESP with the new id */
-    SERVER_WRITE_CHILD_LEAVE = 2 /* OK */
+    SERVER_WRITE_OK = 2          /* OK: a child's leave, a backup schedule */
 };
 
 struct server
@@ -105,6 +107,14 @@ struct server
     uint64_t last_sync_ms;
     uv_work_t sync_work;
     int sync_rc;
+    /* A scheduled or requested backup running on the thread pool
+     * (server_backup.c); a "backup now" waiting for the next tick. */
+    struct backup_job *backup_job;
+    int backup_now;
+    /* Snapshot downloads (api.c): the copy they share, and whether one is
+     * being made on the thread pool. */
+    struct snap_copy *dl_copy;
+    unsigned dl_copy_running;
 
     /* Leadership. */
     uv_prepare_t prepare;
@@ -214,7 +224,13 @@ const char *server__leader_api(struct server *s);
  * that has not heard from it for more than two heartbeats (it may have
  * died; an election may follow).  What requests wait on (api.c). */
 const char *server__live_leader_api(struct server *s);
+/* The store's meta records (revision, history epoch, ...); zeroed on a
+ * read error, which is returned. */
+int server__store_meta(struct server *s, struct store_meta *m);
 void server__maybe_stopped(struct server *s);
+/* Work on the thread pool (a snapshot copy, a backup) has finished: a
+ * close that waited for it goes on. */
+void server__work_done(struct server *s);
 
 /* api.c */
 int server__api_start(struct server *s);
@@ -222,6 +238,8 @@ int server__api_start(struct server *s);
  * (IPv4, network order): the VIP's, when this node gives it up. */
 void server__api_drop_local(struct server *s, uint32_t addr);
 void server__api_close(struct server *s);
+/* Let go of the copy snapshot downloads share (at close). */
+void server__downloads_close(struct server *s);
 void server__on_ready(struct server *s);
 void server__on_lost(struct server *s);
 struct cd_result *server__results_for(void *arg, uint64_t index, size_t n_ops);
@@ -270,6 +288,19 @@ int server__queue_write(struct server *s,
                         uint64_t child_id,
                         void *owned);
 
+/*
+ * Answer the request msg on c with a write of the server's own: op (its
+ * pointers into owned, or into msg) is queued for this turn's entry and
+ * answered as kind says.  1: msg and owned were taken; 0: c was answered
+ * with an error (owned freed) and the caller still frees msg.
+ */
+int server__queue_op(struct conn *c,
+                     struct cd_msg *msg,
+                     const struct cd_op *op,
+                     enum server_write_kind kind,
+                     uint64_t child_id,
+                     void *owned);
+
 /* vipctl.c: the virtual IP follows the leader's lease (see there). */
 int server__vip_start(struct server *s);  /* removes a stale VIP */
 void server__vip_check(struct server *s); /* each loop turn, each API read */
@@ -287,6 +318,10 @@ void server__vip_fatal(struct server *s);
 /* children.c: the children registry, their streams' admission, reports.
  * The join and leave calls return 1 when they took msg (moved into a
  * write), 0 when they answered and the caller still frees msg. */
+/* A child's hello: 0 (follow from its revision), SERVER_HELLO_RESET (its
+ * cache holds another history: it must take a snapshot first), or the
+ * refusal (CD_EBADCLUSTER, CD_EREVOKED, CD_EBUSY, CD_EMALFORMED). */
+#define SERVER_HELLO_RESET 1
 int server__child_hello(struct server *s, const struct cd_msg *hello);
 int server__child_join(struct conn *c, struct cd_msg *msg);
 int server__child_leave(struct conn *c, struct cd_msg *msg);
@@ -296,6 +331,12 @@ void server__children_reset(struct server *s); /* leadership gained/lost */
 void server__children_free(struct server *s);
 /* Registered children; by state and staleness on the leader (into st). */
 void server__children_stats(struct server *s, struct metrics_state *st);
+
+/* server_backup.c: scheduled backups (backup.h).  The request returns 1
+ * when it took msg (a schedule's write), 0 when it answered. */
+void server__backup_tick(struct server *s); /* each housekeeping tick */
+int server__backup_request(struct conn *c, struct cd_msg *msg);
+void server__backup_stats(struct server *s, struct metrics_state *st);
 
 /* server_metrics.c: the HTTP endpoint (metrics.h), if configured. */
 int server__metrics_start(struct server *s); /* after the API listens */

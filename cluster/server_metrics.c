@@ -56,6 +56,12 @@ void server__metrics_tick(struct server *s)
         /* A scrape waits: the costlier figures too, once per scrape. */
         server__watch_counts(s, &st.watchers, &st.child_streams);
         server__children_stats(s, &st);
+        server__backup_stats(s, &st);
+        struct store_meta meta;
+        if (server__store_meta(s, &meta) == 0) {
+            st.epoch = meta.epoch;
+        }
+        st.cluster_id = s->cluster_id;
         st.children_known = 1;
     }
     metrics_publish(s->metrics, &st);

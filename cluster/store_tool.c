@@ -199,6 +199,7 @@ static void print_meta(const struct store_meta *m)
     printf("applied index   %" PRIu64 "\n", m->applied_index);
     printf("compacted to    %" PRIu64 "\n", m->compact_rev);
     printf("cluster id      %016" PRIx64 "\n", m->cluster_id);
+    printf("history epoch   %016" PRIx64 "\n", m->epoch);
     printf("last update     %" PRIu64 " ms\n", m->updated_ms);
     printf("last contact    %" PRIu64 " ms\n", m->contact_ms);
     printf("format          %" PRIu64 "\n", m->format);
@@ -330,8 +331,8 @@ static int cmd_verify(int argc, char **argv)
         close(fd);
     }
     if (rc == 0) {
-        printf("snapshot ok: %" PRIu64 " bytes, crc32 %08x\n", info.bytes,
-               info.crc32);
+        printf("snapshot ok: %" PRIu64 " bytes, crc32 %08x, %" PRIu64 " keys\n",
+               info.bytes, info.crc32, info.keys);
         print_meta(&info.meta);
     }
     return report("verify", rc);

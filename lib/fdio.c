@@ -6,6 +6,8 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <stdint.h>
+#include <stdio.h>
+#include <string.h>
 #include <unistd.h>
 
 int fd_write_all(int fd, const void *buf, size_t len)
@@ -54,4 +56,23 @@ int fd_sync_dir(const char *path)
     int rc = fsync(fd) == 0 ? 0 : -errno;
     close(fd);
     return rc;
+}
+
+int fd_rename_synced(const char *from, const char *to)
+{
+    char dir[4096];
+    const char *slash = strrchr(to, '/');
+    if (rename(from, to) != 0) {
+        return -errno;
+    }
+    if (slash == NULL) {
+        snprintf(dir, sizeof dir, ".");
+    } else if (slash == to) {
+        snprintf(dir, sizeof dir, "/");
+    } else if ((size_t)(slash - to) < sizeof dir) {
+        snprintf(dir, sizeof dir, "%.*s", (int)(slash - to), to);
+    } else {
+        return -ENAMETOOLONG;
+    }
+    return fd_sync_dir(dir);
 }

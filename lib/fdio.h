@@ -22,5 +22,12 @@ ssize_t fd_read_full(int fd, void *buf, size_t len);
  * or XFS only imply when something else on the file system syncs.  0, or
  * -errno of open(2) or fsync(2). */
 int fd_sync_dir(const char *path);
+/*
+ * Rename from to to, then flush to's directory, so that the new name
+ * survives a power loss (the file's own data must have been flushed
+ * before).  0, or -errno of rename(2), open(2) or fsync(2): after a failed
+ * flush the rename may or may not persist.
+ */
+int fd_rename_synced(const char *from, const char *to);
 
 #endif

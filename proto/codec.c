@@ -210,6 +210,10 @@ const char *codec_msg_type_name(enum cd_msg_type t)
             return "CHILDREN";
         case CD_MSG_CHILDREN_RESP:
             return "CHILDREN_RESP";
+        case CD_MSG_BACKUP:
+            return "BACKUP";
+        case CD_MSG_BACKUP_RESP:
+            return "BACKUP_RESP";
         case CD_MSG_NONE:
             break;
     }
@@ -735,6 +739,7 @@ static int changes_from_pb(const Clusterd__ChangeBatch *in,
     m->u.changes.revision = in->revision;
     m->u.changes.compacted = !!in->compacted;
     m->u.changes.compact_rev = in->compact_rev;
+    m->u.changes.epoch = in->epoch;
     return 0;
 }
 
@@ -898,6 +903,12 @@ static int children_resp_from_pb(const Clusterd__ChildrenResponse *in,
     return 0;
 }
 
+/* Backup records (defined with the encoding helpers they share). */
+static int schedule_from_pb(const Clusterd__BackupSchedule *in,
+                            struct cd_backup_schedule *out);
+static int backup_resp_from_pb(const Clusterd__BackupResponse *in,
+                               struct cd_msg *m);
+
 static int body_from_pb(const Clusterd__Envelope *e,
                         struct decoded *d,
                         struct cd_msg *m)
@@ -913,10 +924,12 @@ static int body_from_pb(const Clusterd__Envelope *e,
             m->u.error.message = e->error->message;
             m->u.error.leader = e->error->leader;
             return 0;
+        case CLUSTERD__ENVELOPE__BODY_SNAPSHOT:
+            m->u.snapshot.recent = !!e->snapshot->recent;
+            return 0;
         case CLUSTERD__ENVELOPE__BODY_OK:
         case CLUSTERD__ENVELOPE__BODY_STATUS:
         case CLUSTERD__ENVELOPE__BODY_MEMBERS:
-        case CLUSTERD__ENVELOPE__BODY_SNAPSHOT:
         case CLUSTERD__ENVELOPE__BODY_SHUTDOWN:
         case CLUSTERD__ENVELOPE__BODY_CHILDREN:
             return 0;
@@ -983,6 +996,7 @@ static int body_from_pb(const Clusterd__Envelope *e,
             m->u.status_resp.commit_index = s->commit_index;
             m->u.status_resp.state = s->state;
             m->u.status_resp.version = s->version;
+            m->u.status_resp.epoch = s->epoch;
             return 0;
         }
         case CLUSTERD__ENVELOPE__BODY_MEMBERS_RESP:
@@ -1005,6 +1019,7 @@ static int body_from_pb(const Clusterd__Envelope *e,
             m->u.hello.hostname = e->hello->hostname;
             m->u.hello.version = e->hello->version;
             m->u.hello.registered_rev = e->hello->registered_rev;
+            m->u.hello.epoch = e->hello->epoch;
             return 0;
         case CLUSTERD__ENVELOPE__BODY_LOG_UPLOAD:
             return log_upload_from_pb(e->log_upload, d, m);
@@ -1036,6 +1051,15 @@ static int body_from_pb(const Clusterd__Envelope *e,
             return child_report_from_pb(e->child_report, d, m);
         case CLUSTERD__ENVELOPE__BODY_CHILDREN_RESP:
             return children_resp_from_pb(e->children_resp, d, m);
+        case CLUSTERD__ENVELOPE__BODY_BACKUP:
+            m->u.backup.now = !!e->backup->now;
+            if (e->backup->schedule == NULL) {
+                return 0;
+            }
+            m->u.backup.has_schedule = 1;
+            return schedule_from_pb(e->backup->schedule, &m->u.backup.schedule);
+        case CLUSTERD__ENVELOPE__BODY_BACKUP_RESP:
+            return backup_resp_from_pb(e->backup_resp, m);
         default:
             /* No body, or one that only a newer peer knows. */
             return CD_EMALFORMED;
@@ -1280,6 +1304,134 @@ static void put_flag(int v, protobuf_c_boolean *has, protobuf_c_boolean *out)
 {
     *has = v != 0;
     *out = v != 0;
+}
+
+/* --- backup records ---------------------------------------------------- */
+
+/* Copy a protobuf string (NULL: absent) into a fixed array.  A string that
+ * does not fit is CD_EMALFORMED, or cut when cut is set. */
+static int copy_str(const char *in, char *out, size_t size, int cut)
+{
+    size_t n = in != NULL ? strlen(in) : 0;
+
+    if (n >= size) {
+        if (!cut) {
+            return CD_EMALFORMED;
+        }
+        n = size - 1;
+    }
+    if (n > 0) {
+        memcpy(out, in, n);
+    }
+    out[n] = '\0';
+    return 0;
+}
+
+/* A fixed array's string for protobuf: NULL when empty (left off the
+ * wire); CD_EBADOP when the array holds no terminator. */
+static int fixed_str(const char *in, size_t size, char **out)
+{
+    if (memchr(in, '\0', size) == NULL) {
+        return CD_EBADOP;
+    }
+    *out = in[0] != '\0' ? pb_str(in) : NULL;
+    return 0;
+}
+
+static int schedule_from_pb(const Clusterd__BackupSchedule *in,
+                            struct cd_backup_schedule *out)
+{
+    memset(out, 0, sizeof(*out));
+    out->interval_s = in->interval_s;
+    out->retain = in->retain;
+    out->has_at = !!in->has_at_minute;
+    out->at_minute = in->at_minute;
+    out->set_ms = in->set_ms;
+    return copy_str(in->dir, out->dir, sizeof(out->dir), 0);
+}
+
+static int schedule_to_pb(const struct cd_backup_schedule *in,
+                          Clusterd__BackupSchedule *out)
+{
+    clusterd__backup_schedule__init(out);
+    put_u64(in->interval_s, false, &out->has_interval_s, &out->interval_s);
+    put_u32(in->retain, &out->has_retain, &out->retain);
+    out->has_at_minute = in->has_at != 0;
+    out->at_minute = in->at_minute;
+    put_u64(in->set_ms, false, &out->has_set_ms, &out->set_ms);
+    return fixed_str(in->dir, sizeof(in->dir), &out->dir);
+}
+
+static int result_from_pb(const Clusterd__BackupResult *in,
+                          struct cd_backup_result *out)
+{
+    int rc;
+
+    memset(out, 0, sizeof(*out));
+    out->time_ms = in->time_ms;
+    out->ok = !!in->ok;
+    out->node_id = in->node_id;
+    out->revision = in->revision;
+    out->bytes = in->bytes;
+    out->keys = in->keys;
+    out->duration_ms = in->duration_ms;
+    out->failures = in->failures;
+    out->pruned = in->pruned;
+    out->last_ok_ms = in->last_ok_ms;
+    rc = copy_str(in->file, out->file, sizeof(out->file), 0);
+    if (rc == 0) {
+        rc = copy_str(in->last_ok_file, out->last_ok_file,
+                      sizeof(out->last_ok_file), 0);
+    }
+    if (rc == 0) {
+        rc = copy_str(in->error, out->error, sizeof(out->error), 1);
+    }
+    return rc;
+}
+
+static int result_to_pb(const struct cd_backup_result *in,
+                        Clusterd__BackupResult *out)
+{
+    int rc;
+
+    clusterd__backup_result__init(out);
+    out->time_ms = in->time_ms;
+    put_flag(in->ok, &out->has_ok, &out->ok);
+    put_u64(in->node_id, false, &out->has_node_id, &out->node_id);
+    put_u64(in->revision, false, &out->has_revision, &out->revision);
+    put_u64(in->bytes, false, &out->has_bytes, &out->bytes);
+    put_u64(in->keys, false, &out->has_keys, &out->keys);
+    put_u64(in->duration_ms, false, &out->has_duration_ms, &out->duration_ms);
+    put_u32(in->failures, &out->has_failures, &out->failures);
+    put_u32(in->pruned, &out->has_pruned, &out->pruned);
+    put_u64(in->last_ok_ms, false, &out->has_last_ok_ms, &out->last_ok_ms);
+    rc = fixed_str(in->file, sizeof(in->file), &out->file);
+    if (rc == 0) {
+        rc = fixed_str(in->last_ok_file, sizeof(in->last_ok_file),
+                       &out->last_ok_file);
+    }
+    if (rc == 0) {
+        rc = fixed_str(in->error, sizeof(in->error), &out->error);
+    }
+    return rc;
+}
+
+static int backup_resp_from_pb(const Clusterd__BackupResponse *in,
+                               struct cd_msg *m)
+{
+    int rc = 0;
+
+    m->u.backup_resp.next_ms = in->next_ms;
+    m->u.backup_resp.running = !!in->running;
+    if (in->schedule != NULL) {
+        m->u.backup_resp.has_schedule = 1;
+        rc = schedule_from_pb(in->schedule, &m->u.backup_resp.schedule);
+    }
+    if (rc == 0 && in->last != NULL) {
+        m->u.backup_resp.has_last = 1;
+        rc = result_from_pb(in->last, &m->u.backup_resp.last);
+    }
+    return rc;
 }
 
 /* Allocate n generated structs and the array of pointers to them that
@@ -1610,6 +1762,17 @@ union pb_body {
     Clusterd__ChildReport child_report;
     Clusterd__ChildrenRequest children;
     Clusterd__ChildrenResponse children_resp;
+    struct
+    {
+        Clusterd__BackupRequest req;
+        Clusterd__BackupSchedule schedule;
+    } backup;
+    struct
+    {
+        Clusterd__BackupResponse resp;
+        Clusterd__BackupSchedule schedule;
+        Clusterd__BackupResult last;
+    } backup_resp;
 };
 
 static int range_resp_to_pb(const struct cd_msg *m,
@@ -1688,6 +1851,7 @@ static int changes_to_pb(const struct cd_msg *m,
     put_flag(m->u.changes.compacted, &out->has_compacted, &out->compacted);
     put_u64(m->u.changes.compact_rev, false, &out->has_compact_rev,
             &out->compact_rev);
+    put_u64(m->u.changes.epoch, false, &out->has_epoch, &out->epoch);
     return 0;
 }
 
@@ -1967,6 +2131,7 @@ static int body_to_pb(const struct cd_msg *m,
                     &o->commit_index);
             o->state = pb_str(m->u.status_resp.state);
             o->version = pb_str(m->u.status_resp.version);
+            put_u64(m->u.status_resp.epoch, false, &o->has_epoch, &o->epoch);
             e->status_resp = o;
             break;
         }
@@ -1990,6 +2155,8 @@ static int body_to_pb(const struct cd_msg *m,
             break;
         case CD_MSG_SNAPSHOT:
             clusterd__snapshot_request__init(&b->snapshot);
+            put_flag(m->u.snapshot.recent, &b->snapshot.has_recent,
+                     &b->snapshot.recent);
             e->snapshot = &b->snapshot;
             break;
         case CD_MSG_SNAPSHOT_CHUNK:
@@ -2014,6 +2181,8 @@ static int body_to_pb(const struct cd_msg *m,
             b->hello.version = pb_str(m->u.hello.version);
             put_u64(m->u.hello.registered_rev, false,
                     &b->hello.has_registered_rev, &b->hello.registered_rev);
+            put_u64(m->u.hello.epoch, false, &b->hello.has_epoch,
+                    &b->hello.epoch);
             e->hello = &b->hello;
             break;
         case CD_MSG_LOG_UPLOAD:
@@ -2084,6 +2253,35 @@ static int body_to_pb(const struct cd_msg *m,
             rc = children_resp_to_pb(m, s, &b->children_resp);
             e->children_resp = &b->children_resp;
             break;
+        case CD_MSG_BACKUP:
+            clusterd__backup_request__init(&b->backup.req);
+            put_flag(m->u.backup.now, &b->backup.req.has_now,
+                     &b->backup.req.now);
+            if (m->u.backup.has_schedule) {
+                rc = schedule_to_pb(&m->u.backup.schedule, &b->backup.schedule);
+                b->backup.req.schedule = &b->backup.schedule;
+            }
+            e->backup = &b->backup.req;
+            break;
+        case CD_MSG_BACKUP_RESP: {
+            Clusterd__BackupResponse *o = &b->backup_resp.resp;
+
+            clusterd__backup_response__init(o);
+            put_u64(m->u.backup_resp.next_ms, false, &o->has_next_ms,
+                    &o->next_ms);
+            put_flag(m->u.backup_resp.running, &o->has_running, &o->running);
+            if (m->u.backup_resp.has_schedule) {
+                rc = schedule_to_pb(&m->u.backup_resp.schedule,
+                                    &b->backup_resp.schedule);
+                o->schedule = &b->backup_resp.schedule;
+            }
+            if (rc == 0 && m->u.backup_resp.has_last) {
+                rc = result_to_pb(&m->u.backup_resp.last, &b->backup_resp.last);
+                o->last = &b->backup_resp.last;
+            }
+            e->backup_resp = o;
+            break;
+        }
         case CD_MSG_NONE:
         default:
             return CD_EBADOP;
@@ -2316,4 +2514,87 @@ void codec_child_info_free(struct cd_child_info *ci)
     free_const(ci->os);
     free_const(ci->app_version);
     memset(ci, 0, sizeof(*ci));
+}
+
+/* --- backup records ---------------------------------------------------- */
+
+/* Pack msg into a buffer from malloc (never zero-sized). */
+static int pack_record(const ProtobufCMessage *msg, uint8_t **out, size_t *len)
+{
+    size_t size = protobuf_c_message_get_packed_size(msg);
+    uint8_t *buf;
+
+    if (size > UINT32_MAX) {
+        return CD_EFRAMETOOBIG;
+    }
+    buf = malloc(size != 0 ? size : 1);
+    if (buf == NULL) {
+        return -ENOMEM;
+    }
+    size_t packed = protobuf_c_message_pack(msg, buf);
+    assert(packed == size);
+    (void)packed;
+    *out = buf;
+    *len = size;
+    return 0;
+}
+
+int codec_backup_schedule_encode(const struct cd_backup_schedule *bs,
+                                 uint8_t **out,
+                                 size_t *len)
+{
+    Clusterd__BackupSchedule pb;
+    int rc = schedule_to_pb(bs, &pb);
+
+    *out = NULL;
+    *len = 0;
+    return rc != 0 ? rc : pack_record(&pb.base, out, len);
+}
+
+int codec_backup_schedule_decode(const uint8_t *buf,
+                                 size_t len,
+                                 struct cd_backup_schedule *out)
+{
+    ProtobufCMessage *root = NULL;
+    int rc = unpack(&clusterd__backup_schedule__descriptor, buf, len, &root);
+
+    memset(out, 0, sizeof(*out));
+    if (rc == 0) {
+        rc = schedule_from_pb((const Clusterd__BackupSchedule *)root, out);
+        protobuf_c_message_free_unpacked(root, NULL);
+    }
+    if (rc != 0) {
+        memset(out, 0, sizeof(*out));
+    }
+    return rc;
+}
+
+int codec_backup_result_encode(const struct cd_backup_result *br,
+                               uint8_t **out,
+                               size_t *len)
+{
+    Clusterd__BackupResult pb;
+    int rc = result_to_pb(br, &pb);
+
+    *out = NULL;
+    *len = 0;
+    return rc != 0 ? rc : pack_record(&pb.base, out, len);
+}
+
+int codec_backup_result_decode(const uint8_t *buf,
+                               size_t len,
+                               struct cd_backup_result *out)
+{
+    ProtobufCMessage *root = NULL;
+    int rc = unpack(&clusterd__backup_result__descriptor, buf, len, &root);
+
+    memset(out, 0, sizeof(*out));
+    if (rc == 0) {
+        rc = result_from_pb((const Clusterd__BackupResult *)root, out);
+        protobuf_c_message_free_unpacked(root, NULL);
+    }
+    if (rc != 0) {
+        memset(out, 0, sizeof(*out));
+    }
+    return rc;
 }

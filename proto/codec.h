@@ -113,6 +113,8 @@ enum cd_msg_type {
     CD_MSG_CHILD_REPORT = 37,
     CD_MSG_CHILDREN = 38,
     CD_MSG_CHILDREN_RESP = 39,
+    CD_MSG_BACKUP = 40,
+    CD_MSG_BACKUP_RESP = 41,
 };
 
 /* "WRITE", "CHANGES", ...; "UNKNOWN" otherwise.  Static storage. */
@@ -201,6 +203,42 @@ struct cd_child_status
     uint64_t staleness_ms;
 };
 
+/* Paths and texts of the backup records are held in place, not borrowed:
+ * a record decoded from the store outlives the value it was read from.
+ * Longer ones are refused (paths) or cut (the error text). */
+#define CD_BACKUP_DIR_MAX 256
+#define CD_BACKUP_FILE_MAX 320
+#define CD_BACKUP_ERROR_MAX 512
+
+/* When the leader takes backups: the value of /cluster/backup/schedule. */
+struct cd_backup_schedule
+{
+    uint64_t interval_s; /* 0: no scheduled backups */
+    uint32_t retain;     /* backups kept; 0: all */
+    int has_at;          /* aligned on at_minute */
+    uint32_t at_minute;  /* minutes after local midnight, 0..1439 */
+    uint64_t set_ms;
+    char dir[CD_BACKUP_DIR_MAX]; /* absolute; "" only when off */
+};
+
+/* The last backup taken: the value of /cluster/backup/last. */
+struct cd_backup_result
+{
+    uint64_t time_ms;
+    int ok;
+    uint64_t node_id;
+    uint64_t revision;
+    uint64_t bytes;
+    uint64_t keys;
+    uint64_t duration_ms;
+    uint32_t failures; /* in a row, this one included; 0 when ok */
+    uint32_t pruned;
+    uint64_t last_ok_ms; /* 0: none yet */
+    char file[CD_BACKUP_FILE_MAX];
+    char last_ok_file[CD_BACKUP_FILE_MAX];
+    char error[CD_BACKUP_ERROR_MAX];
+};
+
 /*
  * One message.  Optional strings are NULL when absent; optional numbers
  * and flags are 0.  Only the member of u named by type is meaningful.
@@ -262,6 +300,7 @@ struct cd_msg
             uint64_t revision;
             int compacted;
             uint64_t compact_rev;
+            uint64_t epoch; /* with compacted: the parents' history epoch */
         } changes;
         struct
         {
@@ -274,6 +313,7 @@ struct cd_msg
             uint64_t commit_index;
             const char *state;
             const char *version;
+            uint64_t epoch; /* history epoch of the node's store */
         } status_resp;
         struct
         {
@@ -295,6 +335,10 @@ struct cd_msg
         } transfer;
         struct
         {
+            int recent; /* a copy made a moment ago will do */
+        } snapshot;
+        struct
+        {
             uint64_t offset;
             struct cd_buf data;
             int last;
@@ -308,6 +352,7 @@ struct cd_msg
             const char *hostname;
             const char *version;
             uint64_t registered_rev; /* from CHILD_JOIN_RESP; 0: unknown */
+            uint64_t epoch;          /* the cache's history epoch */
         } hello;
         struct
         {
@@ -360,6 +405,21 @@ struct cd_msg
             size_t n_children;
             uint64_t revision;
         } children_resp;
+        struct
+        {
+            int has_schedule; /* replace the schedule with this one */
+            struct cd_backup_schedule schedule;
+            int now; /* take one now */
+        } backup;
+        struct
+        {
+            int has_schedule;
+            struct cd_backup_schedule schedule;
+            int has_last;
+            struct cd_backup_result last;
+            uint64_t next_ms; /* 0: none due */
+            int running;
+        } backup_resp;
     } u;
     void *codec__owned; /* decoded messages only: what to free */
 };
@@ -454,5 +514,25 @@ int codec_child_info_decode(const uint8_t *buf,
 /* Free what codec_child_info_decode() allocated and zero *ci; NULL-safe,
  * safe on a zeroed struct.  Only for decoded records. */
 void codec_child_info_free(struct cd_child_info *ci);
+
+/*
+ * The backup records, BackupSchedule and BackupResult on their own.  Encode
+ * into a buffer from malloc (the caller frees *out); CD_EBADOP for a dir
+ * or file longer than its array allows (unterminated), -ENOMEM.  Decode:
+ * nothing to free; CD_EMALFORMED (does not parse, a required field
+ * missing, a path too long), CD_ETOOMANY, -ENOMEM.
+ */
+int codec_backup_schedule_encode(const struct cd_backup_schedule *bs,
+                                 uint8_t **out,
+                                 size_t *len);
+int codec_backup_schedule_decode(const uint8_t *buf,
+                                 size_t len,
+                                 struct cd_backup_schedule *out);
+int codec_backup_result_encode(const struct cd_backup_result *br,
+                               uint8_t **out,
+                               size_t *len);
+int codec_backup_result_decode(const uint8_t *buf,
+                               size_t len,
+                               struct cd_backup_result *out);
 
 #endif

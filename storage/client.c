@@ -7,10 +7,13 @@
 #include "clusterd.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <stdatomic.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "../lib/err.h"
 #include "store.h"
@@ -217,6 +220,52 @@ int clusterd_staleness(clusterd_db *db, struct clusterd_staleness *out)
     out->contact_ms = m.contact_ms;
     out->age_ms = since != 0 && now > since ? now - since : 0;
     return 0;
+}
+
+int clusterd_backup_verify(const char *path,
+                           const char *scratch_dir,
+                           struct clusterd_backup_info *out)
+{
+    struct store_snapshot_info info;
+    char tmp[4096];
+    if (scratch_dir == NULL) {
+        scratch_dir = getenv("TMPDIR");
+    }
+    if (scratch_dir == NULL || scratch_dir[0] == '\0') {
+        scratch_dir = "/tmp";
+    }
+    if (snprintf(tmp, sizeof tmp, "%s/.clusterd-verify-XXXXXX", scratch_dir) >=
+        (int)sizeof tmp) {
+        return -ENAMETOOLONG;
+    }
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0) {
+        return -errno;
+    }
+    int t = mkostemp(tmp, O_CLOEXEC);
+    if (t < 0) {
+        int rc = -errno;
+        close(fd);
+        return rc;
+    }
+    close(t);
+    /* The check writes the store copy to tmp and removes it. */
+    int rc = store_snapshot_verify(fd, tmp, &info);
+    close(fd);
+    unlink(tmp);
+    if (rc == 0 && out != NULL) {
+        memset(out, 0, sizeof *out);
+        out->cluster_id = info.meta.cluster_id;
+        out->epoch = info.meta.epoch;
+        out->revision = info.meta.revision;
+        out->compact_rev = info.meta.compact_rev;
+        out->keys = info.keys;
+        out->updated_ms = info.meta.updated_ms;
+        out->bytes = info.bytes;
+        out->crc32 = info.crc32;
+        out->format = (uint32_t)info.meta.format;
+    }
+    return rc;
 }
 
 const char *clusterd_strerror(int err)

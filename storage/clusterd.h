@@ -96,6 +96,35 @@ int clusterd_view_get(clusterd_view *v,
                       size_t *value_len);
 void clusterd_view_end(clusterd_view *v); /* NULL-safe */
 
+/* What a backup holds, as clusterd_backup_verify found it. */
+struct clusterd_backup_info
+{
+    uint64_t cluster_id;  /* the fleet it belongs to */
+    uint64_t epoch;       /* history epoch; changes at each restore */
+    uint64_t revision;    /* the revision it was taken at */
+    uint64_t compact_rev; /* history at or below this is not in it */
+    uint64_t keys;        /* keys it holds */
+    uint64_t updated_ms;  /* time of its last change (ms, epoch) */
+    uint64_t bytes;       /* size of the store copy inside the file */
+    uint32_t crc32;       /* CRC-32 of that copy, as its trailer says */
+    uint32_t format;      /* the store's on-disk format version */
+};
+
+/*
+ * Check a backup file (`clusterctl snapshot save`, a scheduled backup, a
+ * snapshot) without a daemon: its framing, length and CRC-32, that the
+ * store inside opens and has a format this library knows, and its
+ * records.  The store inside is copied to a temporary file in scratch_dir
+ * (NULL: $TMPDIR, else /tmp) while it is checked, so that directory needs
+ * as much room as the backup.  out may be NULL.
+ * Errors: -errno (path cannot be read, scratch_dir not writable),
+ * CD_EBADSNAP, CD_ETRUNCATED, CD_ECHECKSUM, CD_EVERSION (lib/err.h; see
+ * clusterd_strerror).
+ */
+int clusterd_backup_verify(const char *path,
+                           const char *scratch_dir,
+                           struct clusterd_backup_info *out);
+
 const char *clusterd_strerror(int err);
 
 #ifdef __cplusplus

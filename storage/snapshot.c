@@ -239,11 +239,14 @@ static void snap_close(struct snap_env *e)
     }
 }
 
+/* Open the body at path (info->bytes long); fills info's meta and keys. */
 static int snap_open(const char *path,
-                     uint64_t bytes,
-                     struct snap_env *e,
-                     struct store_meta *meta)
+                     struct store_snapshot_info *info,
+                     struct snap_env *e)
 {
+    struct store_meta *meta = &info->meta;
+    uint64_t bytes = info->bytes;
+    MDB_stat st;
     int rc;
     memset(e, 0, sizeof *e);
     if ((rc = mdb_env_create(&e->env)) != 0) {
@@ -277,6 +280,11 @@ static int snap_open(const char *path,
         snap_close(e);
         return CD_EVERSION;
     }
+    if ((rc = mdb_stat(e->txn, e->view.dbi[STORE__KV], &st)) != 0) {
+        snap_close(e);
+        return store__lmdb_err(rc);
+    }
+    info->keys = st.ms_entries;
     return 0;
 }
 
@@ -294,7 +302,7 @@ int store_snapshot_verify(int fd,
     memset(info, 0, sizeof *info);
     rc = receive(fd, tmp_path, info);
     if (rc == 0) {
-        rc = snap_open(tmp_path, info->bytes, &e, &info->meta);
+        rc = snap_open(tmp_path, info, &e);
         if (rc == 0) {
             snap_close(&e);
         }
@@ -408,7 +416,7 @@ int store_restore(struct store *s, int fd, struct store_snapshot_info *info)
     if ((rc = receive(fd, side, info)) != 0) {
         goto out;
     }
-    if ((rc = snap_open(side, info->bytes, &e, &info->meta)) != 0) {
+    if ((rc = snap_open(side, info, &e)) != 0) {
         goto out;
     }
     store__settle(s);

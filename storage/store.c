@@ -113,7 +113,8 @@ int store__meta_read(MDB_txn *txn, struct store *s, struct store_meta *m)
         (rc = store__meta_get(txn, s, META_COMPACT, &m->compact_rev)) ||
         (rc = store__meta_get(txn, s, META_UPDATED, &m->updated_ms)) ||
         (rc = store__meta_get(txn, s, META_CONTACT, &m->contact_ms)) ||
-        (rc = store__meta_get(txn, s, META_FORMAT, &m->format))) {
+        (rc = store__meta_get(txn, s, META_FORMAT, &m->format)) ||
+        (rc = store__meta_get(txn, s, META_EPOCH, &m->epoch))) {
         return rc;
     }
     if (m->compact_rev > m->revision) {
@@ -332,6 +333,11 @@ static int set_local_meta(struct store *s, const char *name, uint64_t v)
 int store_set_cluster_id(struct store *s, uint64_t cluster_id)
 {
     return set_local_meta(s, META_CLUSTER, cluster_id);
+}
+
+int store_set_epoch(struct store *s, uint64_t epoch)
+{
+    return set_local_meta(s, META_EPOCH, epoch);
 }
 
 int store_reset_index(struct store *s)

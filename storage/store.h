@@ -8,7 +8,8 @@
  * Sub-databases (see docs/storage.md for the byte layouts):
  *   kv       key -> value, create_rev, mod_rev, version (latest state)
  *   changes  (revision, sub) -> change: the history watches read
- *   meta     revision, applied Raft index, cluster id, compaction revision
+ *   meta     revision, applied Raft index, cluster id, history epoch,
+ *            compaction revision
  *   logs     (child id, sequence) -> log record
  *   clients  client id -> deduplication window for retried writes
  *
@@ -214,8 +215,17 @@ int store_sync(struct store *s);
  */
 int store_set_durability(struct store *s, enum store_durability d);
 
-/* Node-local metadata, not replicated through batches. */
+/* Node-local metadata, not replicated through batches (a snapshot carries
+ * it: store_restore replaces it with the snapshot's). */
 int store_set_cluster_id(struct store *s, uint64_t cluster_id);
+/*
+ * The history epoch: which history the revisions count.  Two stores of one
+ * cluster with the same epoch hold the same change at the same revision;
+ * a restore from a backup or a forced new cluster starts a new epoch, whose
+ * revisions may repeat or undercut the old ones (docs/storage.md).  0 for a
+ * cluster that never had either.
+ */
+int store_set_epoch(struct store *s, uint64_t epoch);
 /* Forget the applied Raft index: for a store restored from a backup that
  * starts a new cluster, whose log begins again at index 1 (otherwise its
  * first entries would be skipped as already applied). */
@@ -234,6 +244,7 @@ struct store_meta
     uint64_t updated_ms;    /* batch time of the last applied batch */
     uint64_t contact_ms;    /* child: last contact with a parent */
     uint64_t format;        /* STORE_FORMAT of the writer */
+    uint64_t epoch;         /* history epoch (store_set_epoch), 0 if none */
 };
 
 /* A key and its value as stored.  Pointers borrow from the read view (or,
@@ -345,6 +356,7 @@ struct store_snapshot_info
     uint64_t bytes;         /* LMDB copy size, header and trailer excluded */
     uint32_t crc32;         /* of the LMDB copy */
     struct store_meta meta; /* of the copied state (restore/verify only) */
+    uint64_t keys;          /* keys in it (restore/verify only) */
 };
 
 /*
@@ -370,8 +382,12 @@ int store_snapshot(struct store *s, int fd, struct store_snapshot_info *info);
 int store_restore(struct store *s, int fd, struct store_snapshot_info *info);
 
 /*
- * Check a snapshot read from fd without touching any store; tmp_path is
- * where its LMDB copy is written while checking (removed after).
+ * Check a snapshot read from fd without touching any store: framing,
+ * length, CRC, that the body opens as a store of a known format, and its
+ * meta records; info (may be NULL) receives them and the number of keys.
+ * tmp_path is where its LMDB copy is written while checking (removed
+ * after), so the check needs that much room there.
+ * Errors: CD_EBADSNAP, CD_ETRUNCATED, CD_ECHECKSUM, CD_EVERSION, -errno.
  */
 int store_snapshot_verify(int fd,
                           const char *tmp_path,

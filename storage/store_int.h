@@ -34,6 +34,7 @@ enum {
 #define META_UPDATED "meta/updated_ms"
 #define META_CONTACT "meta/contact_ms"
 #define META_FORMAT "meta/format"
+#define META_EPOCH "meta/epoch"
 
 struct store
 {

@@ -2,7 +2,10 @@
 # make demo - a narrated tour of clusterd: three parents on loopback formed
 # by join, configuration written once and read everywhere, the leader
 # killed and replaced, the old leader back as a follower, a graceful
-# handover, a backup, and a local program reading without any daemon.
+# handover, backups (by hand and scheduled), a local program reading
+# without any daemon, children through a total outage, and every parent
+# lost for good: a backup restored into new parents, which the child
+# follows again by itself.
 # Every process it starts is stopped by its PID when it ends.
 set -euo pipefail
 BUILD=${1:-build}
@@ -103,7 +106,10 @@ run ctl status
 
 say "Backup: the cluster's data, streamed from a parent, checked offline"
 run ctl snapshot save "$DIR/backup.snap"
-run "$BIN/clusterd-store" verify "$DIR/backup.snap"
+run ctl snapshot verify "$DIR/backup.snap"
+
+say "Scheduled backups: kept in the cluster, taken by whichever parent leads"
+run ctl backup schedule --every 1h --dir "$DIR/backups" --retain 3 --now
 
 say "A local program reads a parent's store through libclusterd: no daemon in the way"
 run "$BIN/clusterd-read" -d "$DIR/p2/state.mdb" /policies/antispam/level
@@ -159,6 +165,34 @@ run ctl leave --child --data "$DIR/c2"
 st=0; wait "${PID[c2]}" 2>/dev/null || st=$?
 echo "clusterd-child 2 exited with status $st (3: deregistered; systemd does not restart it)"
 unset "PID[c2]"
+run ctl children
+
+say "Every parent is lost for good; a backup remains"
+run ctl backup now
+BACKUP=$(ctl -o json backup status | sed -n 's/.*"last":{[^}]*"file":"\([^"]*\)".*/\1/p')
+run ctl put /policies/antispam/level lost-with-the-parents
+wait_for 20 bash -c "[ \"\$('$BIN/clusterctl' get --local='$DIR/c1/cache.mdb' /policies/antispam/level)\" = lost-with-the-parents ]"
+for i in 1 2 3; do
+    if [ -n "${PID[$i]:-}" ]; then kill -9 "${PID[$i]}"; wait "${PID[$i]}" 2>/dev/null || true; unset "PID[$i]"; fi
+    rm -rf "$DIR/p$i"
+done
+echo "child 1 still serves: $("$BIN/clusterctl" get --local="$DIR/c1/cache.mdb" /policies/antispam/level)"
+
+say "New parents from the backup: same cluster id, a new history; the child reattaches by itself"
+echo "\$ clusterd ... --bootstrap --restore $BACKUP"
+start 1 --bootstrap --restore "$BACKUP"
+wait_for 10 test -s "$DIR/p1/join-token"
+TOKEN=$(cat "$DIR/p1/join-token")
+start 2 --join "$(api 1)" --token "$TOKEN"
+start 3 --join "$(api 1)" --token "$TOKEN"
+wait_for 30 three_voters
+wait_for 20 bash -c "[ \"\$('$BIN/clusterctl' get --local='$DIR/c1/cache.mdb' /policies/antispam/level)\" = adaptive ]"
+run ctl get --local="$DIR/c1/cache.mdb" /policies/antispam/level
+grep -h 'cache replaced' "$DIR/c1.log" | tail -1
+run ctl put /policies/antispam/level restored
+wait_for 20 bash -c "[ \"\$('$BIN/clusterctl' get --local='$DIR/c1/cache.mdb' /policies/antispam/level)\" = restored ]"
+run ctl get --local="$DIR/c1/cache.mdb" /policies/antispam/level
+sleep 1.5
 run ctl children
 
 say "Stopping everything (SIGTERM: the leader hands over first)"

@@ -163,6 +163,53 @@ static void check_child_info(const uint8_t *buf, size_t len)
     free(out);
 }
 
+/* The backup records (the values of /cluster/backup/...): what decodes
+ * encodes, and comes back the same. */
+static void check_backup_records(const uint8_t *buf, size_t len)
+{
+    struct cd_backup_schedule bs, bs2;
+    struct cd_backup_result br, br2;
+    uint8_t *out;
+    size_t out_len;
+    const char *diff = NULL;
+    int rc = codec_backup_schedule_decode(buf, len, &bs);
+
+    if (rc != 0) {
+        check_refusal("schedule decode refused with an undocumented code", rc);
+    } else {
+        rc = codec_backup_schedule_encode(&bs, &out, &out_len);
+        if (rc != 0) {
+            die("a decoded schedule does not encode", rc);
+        }
+        rc = codec_backup_schedule_decode(out, out_len, &bs2);
+        free(out);
+        if (rc != 0) {
+            die("a re-encoded schedule does not decode", rc);
+        }
+        diff = backup_schedule_diff("schedule", &bs, &bs2);
+    }
+    rc = codec_backup_result_decode(buf, len, &br);
+    if (rc != 0) {
+        check_refusal("result decode refused with an undocumented code", rc);
+    } else if (diff == NULL) {
+        rc = codec_backup_result_encode(&br, &out, &out_len);
+        if (rc != 0) {
+            die("a decoded result does not encode", rc);
+        }
+        rc = codec_backup_result_decode(out, out_len, &br2);
+        free(out);
+        if (rc != 0) {
+            die("a re-encoded result does not decode", rc);
+        }
+        diff = backup_result_diff("result", &br, &br2);
+    }
+    if (diff != NULL) {
+        fprintf(stderr, "fuzz_frame: backup record round trip changed %s\n",
+                diff);
+        abort();
+    }
+}
+
 /* Feed stream[from, to) as one read; returns what the reader last said. */
 static int feed_read(struct codec_reader *r,
                      uint8_t *stream,
@@ -267,6 +314,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     }
     codec_reader_free(&r);
     check_child_info(stream, size);
+    check_backup_records(stream, size);
     free(stream);
     return 0;
 }

@@ -188,6 +188,66 @@ static inline const char *kv_diff(const char *name,
     return NULL;
 }
 
+/* Backup records: every field; the texts held in place compare as
+ * strings. */
+static inline const char *backup_schedule_diff(
+    const char *name,
+    const struct cd_backup_schedule *a,
+    const struct cd_backup_schedule *b)
+{
+    if (a->interval_s != b->interval_s) {
+        return msg_diff_at(name, ".interval_s", (size_t)-1);
+    }
+    if (a->retain != b->retain) {
+        return msg_diff_at(name, ".retain", (size_t)-1);
+    }
+    if (!msg_diff_flag_eq(a->has_at, b->has_at) ||
+        (a->has_at && a->at_minute != b->at_minute)) {
+        return msg_diff_at(name, ".at_minute", (size_t)-1);
+    }
+    if (a->set_ms != b->set_ms) {
+        return msg_diff_at(name, ".set_ms", (size_t)-1);
+    }
+    if (strcmp(a->dir, b->dir) != 0) {
+        return msg_diff_at(name, ".dir", (size_t)-1);
+    }
+    return NULL;
+}
+
+static inline const char *backup_result_diff(const char *name,
+                                             const struct cd_backup_result *a,
+                                             const struct cd_backup_result *b)
+{
+    const uint64_t x[] = {a->time_ms,  a->node_id, a->revision,
+                          a->bytes,    a->keys,    a->duration_ms,
+                          a->failures, a->pruned,  a->last_ok_ms};
+    const uint64_t y[] = {b->time_ms,  b->node_id, b->revision,
+                          b->bytes,    b->keys,    b->duration_ms,
+                          b->failures, b->pruned,  b->last_ok_ms};
+    static const char *const names[] = {".time_ms",  ".node_id", ".revision",
+                                        ".bytes",    ".keys",    ".duration_ms",
+                                        ".failures", ".pruned",  ".last_ok_ms"};
+
+    for (size_t i = 0; i < sizeof(x) / sizeof(x[0]); i++) {
+        if (x[i] != y[i]) {
+            return msg_diff_at(name, names[i], (size_t)-1);
+        }
+    }
+    if (!msg_diff_flag_eq(a->ok, b->ok)) {
+        return msg_diff_at(name, ".ok", (size_t)-1);
+    }
+    if (strcmp(a->file, b->file) != 0) {
+        return msg_diff_at(name, ".file", (size_t)-1);
+    }
+    if (strcmp(a->last_ok_file, b->last_ok_file) != 0) {
+        return msg_diff_at(name, ".last_ok_file", (size_t)-1);
+    }
+    if (strcmp(a->error, b->error) != 0) {
+        return msg_diff_at(name, ".error", (size_t)-1);
+    }
+    return NULL;
+}
+
 static inline const char *child_info_diff(const char *name,
                                           const struct cd_child_info *a,
                                           const struct cd_child_info *b)
@@ -382,6 +442,7 @@ static inline const char *msg_diff(const struct cd_msg *a,
             MSG_DIFF_NUM(changes.revision);
             MSG_DIFF_FLAG(changes.compacted);
             MSG_DIFF_NUM(changes.compact_rev);
+            MSG_DIFF_NUM(changes.epoch);
             break;
         case CD_MSG_STATUS_RESP:
             MSG_DIFF_NUM(status_resp.id);
@@ -393,6 +454,7 @@ static inline const char *msg_diff(const struct cd_msg *a,
             MSG_DIFF_NUM(status_resp.commit_index);
             MSG_DIFF_STR(status_resp.state);
             MSG_DIFF_STR(status_resp.version);
+            MSG_DIFF_NUM(status_resp.epoch);
             break;
         case CD_MSG_MEMBERS_RESP:
             MSG_DIFF_NUM(members_resp.n_members);
@@ -446,6 +508,7 @@ static inline const char *msg_diff(const struct cd_msg *a,
             MSG_DIFF_STR(hello.hostname);
             MSG_DIFF_STR(hello.version);
             MSG_DIFF_NUM(hello.registered_rev);
+            MSG_DIFF_NUM(hello.epoch);
             break;
         case CD_MSG_LOG_UPLOAD:
             MSG_DIFF_NUM(log_upload.child_id);
@@ -517,13 +580,41 @@ static inline const char *msg_diff(const struct cd_msg *a,
             }
             MSG_DIFF_NUM(children_resp.revision);
             break;
+        case CD_MSG_BACKUP:
+            MSG_DIFF_FLAG(backup.now);
+            MSG_DIFF_FLAG(backup.has_schedule);
+            if (a->u.backup.has_schedule) {
+                return backup_schedule_diff("u.backup.schedule",
+                                            &a->u.backup.schedule,
+                                            &b->u.backup.schedule);
+            }
+            break;
+        case CD_MSG_BACKUP_RESP:
+            MSG_DIFF_NUM(backup_resp.next_ms);
+            MSG_DIFF_FLAG(backup_resp.running);
+            MSG_DIFF_FLAG(backup_resp.has_schedule);
+            MSG_DIFF_FLAG(backup_resp.has_last);
+            if (a->u.backup_resp.has_schedule &&
+                (d = backup_schedule_diff(
+                     "u.backup_resp.schedule", &a->u.backup_resp.schedule,
+                     &b->u.backup_resp.schedule)) != NULL) {
+                return d;
+            }
+            if (a->u.backup_resp.has_last) {
+                return backup_result_diff("u.backup_resp.last",
+                                          &a->u.backup_resp.last,
+                                          &b->u.backup_resp.last);
+            }
+            break;
         case CD_MSG_CHILDREN:
         case CD_MSG_SHUTDOWN:
         case CD_MSG_OK:
         case CD_MSG_STATUS:
         case CD_MSG_MEMBERS:
-        case CD_MSG_SNAPSHOT:
         case CD_MSG_NONE:
+            break;
+        case CD_MSG_SNAPSHOT:
+            MSG_DIFF_FLAG(snapshot.recent);
             break;
     }
     return NULL;

@@ -19,6 +19,7 @@
 #include <unistd.h>
 
 #include "lib/err.h"
+#include "storage/clusterd.h"
 #include "storage/store.h"
 
 uint64_t harness_now_ms(void)
@@ -108,11 +109,23 @@ int harness_init(struct harness *h, int n, const char *const *extra)
     for (int i = 0; extra != NULL && extra[i] != NULL && i < 15; i++) {
         h->extra[i] = extra[i];
     }
+    snprintf(h->child_bin, sizeof h->child_bin, "%s-child", h->bin);
+    for (int i = 0; i < HARNESS_MAX_CHILDREN; i++) {
+        snprintf(h->child[i].dir, sizeof h->child[i].dir, "%s/c%d", h->base,
+                 i + 1);
+        snprintf(h->child[i].log, sizeof h->child[i].log, "%s/c%d.log", h->base,
+                 i + 1);
+    }
     return 0;
 }
 
 void harness_destroy(struct harness *h)
 {
+    for (int i = 0; i < HARNESS_MAX_CHILDREN; i++) {
+        if (h->child[i].pid > 0) {
+            harness_child_stop(h, i, SIGKILL);
+        }
+    }
     for (int i = 0; i < h->n; i++) {
         if (h->node[i].pid > 0) {
             harness_stop(h, i, SIGKILL);
@@ -408,55 +421,67 @@ static int digest_kv(void *arg, const struct store_kv *kv)
     return 0;
 }
 
+int harness_store_digest(const char *path, struct harness_digest *out)
+{
+    struct store_config cfg;
+    struct store *s;
+    struct store_read *r;
+    struct store_meta m;
+    struct digest d = {1469598103934665603ULL, 0};
+    store_config_init(&cfg, path);
+    cfg.read_only = 1;
+    int rc = store_open(&cfg, &s);
+    if (rc != 0) {
+        return rc;
+    }
+    rc = store_read_begin(s, &r);
+    if (rc == 0) {
+        rc = store_read_meta(r, &m);
+        if (rc == 0) {
+            rc = store_read_range(r, NULL, 0, NULL, 0, 0, digest_kv, &d, NULL);
+        }
+        store_read_end(r);
+    }
+    store_close(s);
+    if (rc == 0) {
+        out->revision = m.revision;
+        out->epoch = m.epoch;
+        out->keys = d.keys;
+        out->hash = d.hash;
+    }
+    return rc;
+}
+
 int harness_compare_stores(struct harness *h, char *why, size_t why_len)
 {
-    struct digest first = {0, 0};
-    uint64_t first_rev = 0;
+    struct harness_digest first = {0, 0, 0, 0};
     int have = -1;
     for (int i = 0; i < h->n; i++) {
         char path[200];
-        struct store_config cfg;
-        struct store *s;
-        struct store_read *r;
-        struct store_meta m;
-        struct digest d = {1469598103934665603ULL, 0};
+        struct harness_digest d;
         if (h->node[i].pid <= 0) {
             continue;
         }
         snprintf(path, sizeof path, "%s/state.mdb", h->node[i].dir);
-        store_config_init(&cfg, path);
-        cfg.read_only = 1;
-        int rc = store_open(&cfg, &s);
+        int rc = harness_store_digest(path, &d);
         if (rc != 0) {
-            snprintf(why, why_len, "node %d: open: %s", i + 1, cd_strerror(rc));
-            return rc;
-        }
-        rc = store_read_begin(s, &r);
-        if (rc == 0) {
-            rc = store_read_meta(r, &m);
-            if (rc == 0) {
-                rc = store_read_range(r, NULL, 0, NULL, 0, 0, digest_kv, &d,
-                                      NULL);
-            }
-            store_read_end(r);
-        }
-        store_close(s);
-        if (rc != 0) {
-            snprintf(why, why_len, "node %d: read: %s", i + 1, cd_strerror(rc));
+            snprintf(why, why_len, "node %d: %s", i + 1, cd_strerror(rc));
             return rc;
         }
         if (have < 0) {
             first = d;
-            first_rev = m.revision;
             have = i;
         } else if (d.hash != first.hash || d.keys != first.keys ||
-                   m.revision != first_rev) {
+                   d.revision != first.revision || d.epoch != first.epoch) {
             snprintf(why, why_len,
-                     "node %d (rev %llu, %llu keys, digest %016llx) differs "
-                     "from node %d (rev %llu, %llu keys, digest %016llx)",
-                     i + 1, (unsigned long long)m.revision,
-                     (unsigned long long)d.keys, (unsigned long long)d.hash,
-                     have + 1, (unsigned long long)first_rev,
+                     "node %d (rev %llu, epoch %016llx, %llu keys, digest "
+                     "%016llx) differs from node %d (rev %llu, epoch %016llx, "
+                     "%llu keys, digest %016llx)",
+                     i + 1, (unsigned long long)d.revision,
+                     (unsigned long long)d.epoch, (unsigned long long)d.keys,
+                     (unsigned long long)d.hash, have + 1,
+                     (unsigned long long)first.revision,
+                     (unsigned long long)first.epoch,
                      (unsigned long long)first.keys,
                      (unsigned long long)first.hash);
             return CD_ECORRUPT;
@@ -487,9 +512,9 @@ int harness_store_meta(struct harness *h, int i, struct store_meta *m)
     return rc;
 }
 
-int harness_log_has(struct harness *h, int i, const char *needle)
+int harness_file_has(const char *path, const char *needle)
 {
-    FILE *f = fopen(h->node[i].log, "r");
+    FILE *f = fopen(path, "r");
     char line[1024];
     int found = 0;
     if (f == NULL) {
@@ -500,6 +525,11 @@ int harness_log_has(struct harness *h, int i, const char *needle)
     }
     fclose(f);
     return found;
+}
+
+int harness_log_has(struct harness *h, int i, const char *needle)
+{
+    return harness_file_has(h->node[i].log, needle);
 }
 
 pid_t harness_spawn(const char *const *argv,
@@ -542,4 +572,126 @@ int harness_reap(pid_t pid, int sig, unsigned timeout_ms)
         harness_sleep_ms(10);
     }
     return st;
+}
+
+int harness_ctlv(struct harness *h, const char *log, const char *const *args)
+{
+    char bin[4300], eps[HARNESS_MAX_NODES * 32 + 1] = "";
+    const char *argv[24];
+    int n = 0;
+    snprintf(bin, sizeof bin, "%s", h->bin);
+    char *slash = strrchr(bin, '/');
+    snprintf(slash + 1, sizeof bin - (size_t)(slash + 1 - bin), "clusterctl");
+    for (int i = 0; i < h->n; i++) {
+        size_t used = strlen(eps);
+        snprintf(eps + used, sizeof eps - used, "%s%s", i ? "," : "",
+                 h->node[i].api);
+    }
+    argv[n++] = bin;
+    argv[n++] = "--endpoints";
+    argv[n++] = eps;
+    for (size_t i = 0; args[i] != NULL && n < 23; i++) {
+        argv[n++] = args[i];
+    }
+    argv[n] = NULL;
+    int st = harness_reap(harness_spawn(argv, log, NULL), 0, 60000);
+    return st >= 0 && WIFEXITED(st) ? WEXITSTATUS(st) : -1;
+}
+
+/* --- children ------------------------------------------------------------ */
+
+int harness_child_start(struct harness *h,
+                        int i,
+                        const char *token,
+                        const char *endpoints)
+{
+    struct hchild *c = &h->child[i];
+    char all[HARNESS_MAX_NODES * 32 + 1] = "";
+    const char *argv[16];
+    int n = 0;
+    if (endpoints == NULL) {
+        for (int j = 0; j < h->n; j++) {
+            size_t used = strlen(all);
+            snprintf(all + used, sizeof all - used, "%s%s", j ? "," : "",
+                     h->node[j].api);
+        }
+        endpoints = all;
+    }
+    argv[n++] = h->child_bin;
+    argv[n++] = "--data";
+    argv[n++] = c->dir;
+    argv[n++] = "--endpoints";
+    argv[n++] = endpoints;
+    argv[n++] = "--set";
+    argv[n++] = "report_interval_ms=300";
+    argv[n++] = "--set";
+    argv[n++] = "check=self process-name clusterd-child";
+    if (token != NULL) {
+        argv[n++] = "--token";
+        argv[n++] = token;
+    }
+    argv[n] = NULL;
+    c->pid = harness_spawn(argv, c->log, NULL);
+    return c->pid > 0 ? 0 : -ECHILD;
+}
+
+int harness_child_stop(struct harness *h, int i, int sig)
+{
+    int st = harness_reap(h->child[i].pid, sig, 10000);
+    h->child[i].pid = 0;
+    return st;
+}
+
+void harness_cache_path(struct harness *h, int i, char *out, size_t len)
+{
+    snprintf(out, len, "%s/cache.mdb", h->child[i].dir);
+}
+
+int harness_cache_get(struct harness *h, int i, const char *key, char **out)
+{
+    char path[256];
+    clusterd_db *db;
+    size_t len;
+    harness_cache_path(h, i, path, sizeof path);
+    int rc = clusterd_open(path, &db);
+    if (rc != 0) {
+        return rc;
+    }
+    rc = clusterd_get(db, key, strlen(key), out, &len);
+    clusterd_close(db);
+    return rc;
+}
+
+uint64_t harness_cache_revision(struct harness *h, int i)
+{
+    char path[256];
+    clusterd_db *db;
+    uint64_t rev = 0;
+    harness_cache_path(h, i, path, sizeof path);
+    if (clusterd_open(path, &db) == 0) {
+        clusterd_revision(db, &rev);
+        clusterd_close(db);
+    }
+    return rev;
+}
+
+int harness_wait_cache(struct harness *h,
+                       int i,
+                       const char *key,
+                       const char *want,
+                       unsigned timeout_ms)
+{
+    uint64_t deadline = harness_now_ms() + timeout_ms;
+    do {
+        char *v = NULL;
+        if (harness_cache_get(h, i, key, &v) == 0) {
+            int same = strcmp(v, want) == 0;
+            free(v);
+            if (same) {
+                return 0;
+            }
+        }
+        harness_sleep_ms(20);
+    } while (harness_now_ms() < deadline);
+    return CD_ETIMEOUT;
 }

@@ -20,6 +20,7 @@
 #include "storage/store.h"
 
 #define HARNESS_MAX_NODES 7
+#define HARNESS_MAX_CHILDREN 4
 
 struct hnode
 {
@@ -28,6 +29,14 @@ struct hnode
     char log[160];
     char raft[32];
     char api[32];
+};
+
+/* A clusterd-child: data in <dir>/c<i+1>/, log in <dir>/c<i+1>.log. */
+struct hchild
+{
+    pid_t pid; /* 0: not running */
+    char dir[160];
+    char log[160];
 };
 
 struct harness
@@ -41,12 +50,14 @@ struct harness
     const char *restore;   /* H_BOOTSTRAP starts from this backup if set */
     int formed;            /* set by the test once the initial joins are done */
     int joins_done;        /* joins after formation */
+    char child_bin[4300];  /* path of the clusterd-child binary */
+    struct hchild child[HARNESS_MAX_CHILDREN];
 };
 
 /* Make the directory and pick ports; no process yet. */
 int harness_init(struct harness *h, int n, const char *const *extra);
-/* Kill every running node (SIGKILL), wait for them, remove the dir
- * unless CD_KEEP_TEST_DIR is set. */
+/* Kill every running node and child (SIGKILL), wait for them, remove the
+ * dir unless CD_KEEP_TEST_DIR is set. */
 void harness_destroy(struct harness *h);
 
 enum hstart { H_BOOTSTRAP, H_JOIN, H_RESTART, H_FORCE_NEW_CLUSTER };
@@ -80,6 +91,55 @@ int harness_compare_stores(struct harness *h, char *why, size_t why_len);
 int harness_store_meta(struct harness *h, int i, struct store_meta *m);
 /* Does node i's log contain needle? */
 int harness_log_has(struct harness *h, int i, const char *needle);
+/* Does the file at path contain needle (in one line)? */
+int harness_file_has(const char *path, const char *needle);
+
+/* What a store holds: its revision, its number of keys and a digest of
+ * every key, value and revision.  Two stores with the same digest hold the
+ * same keys with the same values and revisions. */
+struct harness_digest
+{
+    uint64_t revision;
+    uint64_t epoch;
+    uint64_t keys;
+    uint64_t hash;
+};
+/* The store file at path (a parent's state.mdb, a child's cache.mdb),
+ * read-only, while its owner runs. */
+int harness_store_digest(const char *path, struct harness_digest *out);
+
+/* Run clusterctl with --endpoints of every node and args (NULL-ended, at
+ * most 20); its output is appended to log.  Its exit status, or -1 (killed
+ * after 60 s, or it could not run).  harness_ctl(h, log, "backup", "now")
+ * makes the list. */
+int harness_ctlv(struct harness *h, const char *log, const char *const *args);
+#define harness_ctl(h, log, ...) \
+    harness_ctlv((h), (log), (const char *const[]){__VA_ARGS__, NULL})
+
+/* --- children ----------------------------------------------------------- */
+
+/* Start clusterd-child i, following endpoints (NULL: every node's API, in
+ * order), reporting every 300 ms with one check ("self"); with a token it
+ * joins on this first start.  0, or -errno. */
+int harness_child_start(struct harness *h,
+                        int i,
+                        const char *token,
+                        const char *endpoints);
+/* Send sig and reap child i (SIGKILL after 10 s): its wait status. */
+int harness_child_stop(struct harness *h, int i, int sig);
+/* <dir>/c<i+1>/cache.mdb */
+void harness_cache_path(struct harness *h, int i, char *out, size_t len);
+/* The value of key in child i's cache, read with libclusterd as a program
+ * on the child does: 0 and *out (malloc'd), or the error. */
+int harness_cache_get(struct harness *h, int i, const char *key, char **out);
+/* The cache's revision, 0 if it cannot be read. */
+uint64_t harness_cache_revision(struct harness *h, int i);
+/* Poll until key holds want in child i's cache: 0 or CD_ETIMEOUT. */
+int harness_wait_cache(struct harness *h,
+                       int i,
+                       const char *key,
+                       const char *want,
+                       unsigned timeout_ms);
 
 /* In a cmocka test (included after <cmocka.h>): fail unless expr returns
  * want, naming both codes. */

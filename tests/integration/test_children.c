@@ -43,21 +43,9 @@ static const char *const fast_flags[] = {"--profile", "fast",
                                          "--set",     "history_revisions=200",
                                          NULL};
 
-#define MAX_CHILDREN 4
-
-struct child
-{
-    pid_t pid;
-    char dir[200];
-    char log[220];
-};
-
 struct fx
 {
     struct harness h;
-    struct child c[MAX_CHILDREN];
-    char child_bin[4300];
-    char endpoints[256];
 };
 
 static int setup(void **state)
@@ -67,27 +55,15 @@ static int setup(void **state)
     return f == NULL ? -1 : 0;
 }
 
-static void child_stop(struct child *c, int sig, int *status)
-{
-    int st = harness_reap(c->pid, sig, 10000);
-    c->pid = 0;
-    if (status != NULL) {
-        *status = st;
-    }
-}
-
 static int teardown(void **state)
 {
     struct fx *f = *state;
-    for (int i = 0; i < MAX_CHILDREN; i++) {
-        child_stop(&f->c[i], SIGKILL, NULL);
-    }
-    harness_destroy(&f->h);
+    harness_destroy(&f->h); /* children too */
     free(f);
     return 0;
 }
 
-/* Three parents formed by join, and where the children will live. */
+/* Three parents formed by join. */
 static void form(struct fx *f)
 {
     struct harness *h = &f->h;
@@ -98,13 +74,6 @@ static void form(struct fx *f)
     }
     check_rc(harness_wait_voters(h, 3, 30000), 0);
     h->formed = 1;
-    snprintf(f->child_bin, sizeof f->child_bin, "%s-child", h->bin);
-    snprintf(f->endpoints, sizeof f->endpoints, "%s,%s,%s", h->node[0].api,
-             h->node[1].api, h->node[2].api);
-    for (int i = 0; i < MAX_CHILDREN; i++) {
-        snprintf(f->c[i].dir, sizeof f->c[i].dir, "%s/c%d", h->base, i + 1);
-        snprintf(f->c[i].log, sizeof f->c[i].log, "%s/c%d.log", h->base, i + 1);
-    }
 }
 
 static int new_token(struct fx *f, char *tok, size_t len)
@@ -112,84 +81,11 @@ static int new_token(struct fx *f, char *tok, size_t len)
     return harness_token(&f->h, tok, len);
 }
 
-/* Start clusterd-child i; with a token it joins on this first start. */
+/* Start clusterd-child i, following every parent; with a token it joins on
+ * this first start. */
 static void child_start(struct fx *f, int i, const char *token)
 {
-    struct child *c = &f->c[i];
-    const char *argv[16];
-    int n = 0;
-    argv[n++] = f->child_bin;
-    argv[n++] = "--data";
-    argv[n++] = c->dir;
-    argv[n++] = "--endpoints";
-    argv[n++] = f->endpoints;
-    argv[n++] = "--set";
-    argv[n++] = "report_interval_ms=300";
-    argv[n++] = "--set";
-    argv[n++] = "check=self process-name clusterd-child";
-    if (token != NULL) {
-        argv[n++] = "--token";
-        argv[n++] = token;
-    }
-    argv[n] = NULL;
-    c->pid = harness_spawn(argv, c->log, NULL);
-    assert_true(c->pid > 0);
-}
-
-static void cache_path(struct fx *f, int i, char *out, size_t len)
-{
-    snprintf(out, len, "%s/cache.mdb", f->c[i].dir);
-}
-
-/* The value of key in child i's cache, read with libclusterd: 0 and *out
- * (malloc'd), or the error. */
-static int cache_get(struct fx *f, int i, const char *key, char **out)
-{
-    char path[256];
-    clusterd_db *db;
-    size_t len;
-    cache_path(f, i, path, sizeof path);
-    int rc = clusterd_open(path, &db);
-    if (rc != 0) {
-        return rc;
-    }
-    rc = clusterd_get(db, key, strlen(key), out, &len);
-    clusterd_close(db);
-    return rc;
-}
-
-static uint64_t cache_revision(struct fx *f, int i)
-{
-    char path[256];
-    clusterd_db *db;
-    uint64_t rev = 0;
-    cache_path(f, i, path, sizeof path);
-    if (clusterd_open(path, &db) == 0) {
-        clusterd_revision(db, &rev);
-        clusterd_close(db);
-    }
-    return rev;
-}
-
-static int wait_cache_value(struct fx *f,
-                            int i,
-                            const char *key,
-                            const char *want,
-                            unsigned timeout_ms)
-{
-    uint64_t deadline = harness_now_ms() + timeout_ms;
-    do {
-        char *v = NULL;
-        if (cache_get(f, i, key, &v) == 0) {
-            int same = strcmp(v, want) == 0;
-            free(v);
-            if (same) {
-                return 0;
-            }
-        }
-        harness_sleep_ms(20);
-    } while (harness_now_ms() < deadline);
-    return CD_ETIMEOUT;
+    check_rc(harness_child_start(&f->h, i, token, NULL), 0);
 }
 
 /* --- a reader on the child, recording the revisions it observes ---------- */
@@ -209,7 +105,7 @@ static void *observe(void *arg)
 {
     struct observer *o = arg;
     while (!o->stop) {
-        uint64_t rev = cache_revision(o->f, 0);
+        uint64_t rev = harness_cache_revision(&o->f->h, 0);
         if (rev != 0) {
             if (rev < o->last) {
                 o->backwards++;
@@ -266,15 +162,15 @@ static void test_child_follows_through_outage(void **state)
 
     /* Joins on its first start (the token in its config), then follows. */
     child_start(f, 0, token);
-    check_rc(wait_cache_value(f, 0, "/cfg/policy", "v1", 15000), 0);
-    check_rc(cd_child_identity_load(f->c[0].dir, &id), 0);
+    check_rc(harness_wait_cache(&f->h, 0, "/cfg/policy", "v1", 15000), 0);
+    check_rc(cd_child_identity_load(f->h.child[0].dir, &id), 0);
     assert_true(id.child_id > 0);
 
     struct observer o = {.f = f};
     assert_int_equal(pthread_create(&o.thread, NULL, observe, &o), 0);
 
     put(f, "/cfg/policy", "v2");
-    check_rc(wait_cache_value(f, 0, "/cfg/policy", "v2", 10000), 0);
+    check_rc(harness_wait_cache(&f->h, 0, "/cfg/policy", "v2", 10000), 0);
 
     /* The leader knows it: following, its service up. */
     uint64_t deadline = harness_now_ms() + 10000;
@@ -304,12 +200,12 @@ static void test_child_follows_through_outage(void **state)
         harness_stop(&f->h, i, SIGKILL);
     }
     harness_sleep_ms(4000); /* past the stream timeout: degraded now */
-    check_rc(wait_cache_value(f, 0, "/cfg/policy", "v2", 1000), 0);
+    check_rc(harness_wait_cache(&f->h, 0, "/cfg/policy", "v2", 1000), 0);
     {
         char path[256];
         clusterd_db *db;
         struct clusterd_staleness sl;
-        cache_path(f, 0, path, sizeof path);
+        harness_cache_path(&f->h, 0, path, sizeof path);
         check_rc(clusterd_open(path, &db), 0);
         check_rc(clusterd_staleness(db, &sl), 0);
         clusterd_close(db);
@@ -319,20 +215,19 @@ static void test_child_follows_through_outage(void **state)
 
     /* Its own reboot with every parent still down: it starts from the
      * cache. */
-    int status = 0;
-    child_stop(&f->c[0], SIGTERM, &status);
+    int status = harness_child_stop(&f->h, 0, SIGTERM);
     assert_true(WIFEXITED(status) && WEXITSTATUS(status) == 0);
     child_start(f, 0, NULL);
     harness_sleep_ms(1000);
-    assert_true(f->c[0].pid > 0 && kill(f->c[0].pid, 0) == 0);
-    check_rc(wait_cache_value(f, 0, "/cfg/policy", "v2", 1000), 0);
+    assert_true(f->h.child[0].pid > 0 && kill(f->h.child[0].pid, 0) == 0);
+    check_rc(harness_wait_cache(&f->h, 0, "/cfg/policy", "v2", 1000), 0);
 
     /* The parents come back: it catches up with no one doing anything. */
     for (int i = 0; i < 3; i++) {
         check_rc(harness_start(&f->h, i, H_RESTART, 0), 0);
     }
     put(f, "/cfg/policy", "v3");
-    check_rc(wait_cache_value(f, 0, "/cfg/policy", "v3", 20000), 0);
+    check_rc(harness_wait_cache(&f->h, 0, "/cfg/policy", "v3", 20000), 0);
 
     o.stop = 1;
     pthread_join(o.thread, NULL);
@@ -354,15 +249,15 @@ static void test_child_follows_through_outage(void **state)
     check_rc(cd_client_call(c, &req, &resp), CD_ENOTFOUND);
     cd_client_close(c);
     deadline = harness_now_ms() + 10000;
-    while (waitpid(f->c[0].pid, &status, WNOHANG) == 0) {
+    while (waitpid(f->h.child[0].pid, &status, WNOHANG) == 0) {
         assert_true(harness_now_ms() < deadline);
         harness_sleep_ms(20);
     }
-    f->c[0].pid = 0;
+    f->h.child[0].pid = 0;
     assert_true(WIFEXITED(status) && WEXITSTATUS(status) == 3);
     check_rc(children_state(f, id.child_id, st, sizeof st), CD_ENOTFOUND);
     /* Its cache stays readable. */
-    check_rc(wait_cache_value(f, 0, "/cfg/policy", "v3", 1000), 0);
+    check_rc(harness_wait_cache(&f->h, 0, "/cfg/policy", "v3", 1000), 0);
 }
 
 /* Every key=value of a store, one string (the parents' or a cache). */
@@ -403,10 +298,9 @@ static void test_child_catches_up_by_snapshot(void **state)
     check_rc(new_token(f, token, sizeof token), 0);
     child_start(f, 0, token);
     put(f, "/data/0", "first");
-    check_rc(wait_cache_value(f, 0, "/data/0", "first", 15000), 0);
-    uint64_t rev_before = cache_revision(f, 0);
-    int status = 0;
-    child_stop(&f->c[0], SIGTERM, &status);
+    check_rc(harness_wait_cache(&f->h, 0, "/data/0", "first", 15000), 0);
+    uint64_t rev_before = harness_cache_revision(&f->h, 0);
+    harness_child_stop(&f->h, 0, SIGTERM);
 
     /* Far past the history the parents keep (200 revisions). */
     struct cd_client *c = harness_client(&f->h, 0, 15000);
@@ -436,29 +330,19 @@ static void test_child_catches_up_by_snapshot(void **state)
     assert_true(all);
 
     child_start(f, 0, NULL);
-    check_rc(wait_cache_value(f, 0, "/data/last", "done", 20000), 0);
+    check_rc(harness_wait_cache(&f->h, 0, "/data/last", "done", 20000), 0);
 
-    /* Restored by snapshot, said so, and now identical to the parents.
-     * The child logs the restore after it commits (and after one more
-     * synced commit): the line may come a little after the value. */
-    char line[512];
-    int said = 0;
-    for (uint64_t until = harness_now_ms() + 5000;
-         !said && harness_now_ms() < until;) {
-        FILE *lf = fopen(f->c[0].log, "r");
-        while (lf != NULL && fgets(line, sizeof line, lf) != NULL) {
-            said |= strstr(line, "restored from a snapshot") != NULL;
-        }
-        if (lf != NULL) {
-            fclose(lf);
-        }
-        if (!said) {
-            harness_sleep_ms(50);
-        }
+    /* Restored by snapshot, said so (the line follows the restore's
+     * commit by a sync of the cache), and now identical to the parents. */
+    uint64_t said_by = harness_now_ms() + 5000;
+    while (!harness_file_has(f->h.child[0].log, "restored from a snapshot") &&
+           harness_now_ms() < said_by) {
+        harness_sleep_ms(20);
     }
-    assert_true(said);
+    assert_true(
+        harness_file_has(f->h.child[0].log, "restored from a snapshot"));
     char path[256], ppath[256];
-    cache_path(f, 0, path, sizeof path);
+    harness_cache_path(&f->h, 0, path, sizeof path);
     snprintf(ppath, sizeof ppath, "%s/state.mdb", f->h.node[leader].dir);
     char *want = dump(ppath);
     char *got = dump(path);
@@ -544,14 +428,14 @@ static void test_child_skips_hung_parents(void **state)
     check_rc(new_token(f, token, sizeof token), 0);
     child_start(f, 0, token);
     put(f, "/cfg/x", "1");
-    check_rc(wait_cache_value(f, 0, "/cfg/x", "1", 15000), 0);
-    child_stop(&f->c[0], SIGTERM, NULL);
+    check_rc(harness_wait_cache(&f->h, 0, "/cfg/x", "1", 15000), 0);
+    harness_child_stop(&f->h, 0, SIGTERM);
     kill(f->h.node[0].pid, SIGSTOP);
     kill(f->h.node[1].pid, SIGSTOP);
     uint64_t started = harness_now_ms();
     harness_sleep_ms(1500); /* the recorded contact is now older than this */
     child_start(f, 0, NULL);
-    cache_path(f, 0, path, sizeof path);
+    harness_cache_path(&f->h, 0, path, sizeof path);
     int following = 0;
     while (!following && harness_now_ms() - started < 30000) {
         clusterd_db *db;

@@ -238,6 +238,14 @@ static const char *const parent_series[] = {
     "clusterd_snapshot_failures_total",
     "clusterd_snapshot_last_bytes",
     "clusterd_snapshot_last_duration_seconds",
+    "clusterd_backup_last_attempt_timestamp_seconds",
+    "clusterd_backup_last_success_timestamp_seconds",
+    "clusterd_backup_last_ok",
+    "clusterd_backup_consecutive_failures",
+    "clusterd_backup_last_bytes",
+    "clusterd_backup_last_revision",
+    "clusterd_backup_last_duration_seconds",
+    "clusterd_backup_running",
     "process_cpu_seconds_total",
     "process_resident_memory_bytes",
     "process_open_fds",
@@ -363,6 +371,9 @@ static void test_parent_metrics(void **state)
         assert_non_null(
             strstr(m, "# TYPE clusterd_apply_latency_seconds histogram\n"));
         assert_non_null(strstr(m, "# TYPE clusterd_snapshots_total counter\n"));
+        /* The store's identity as labels: the same on every parent. */
+        assert_non_null(strstr(m, "\nclusterd_info{cluster_id=\""));
+        assert_non_null(strstr(m, "\",epoch=\"0000000000000000\"} 1\n"));
         assert_true(must_sample(m, "clusterd_raft_term") >= 1);
         assert_true(must_sample(m, "clusterd_node_id") >= 1);
         assert_true(must_sample(m, "clusterd_is_leader") == (i == leader));

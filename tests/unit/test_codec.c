@@ -338,6 +338,33 @@ static const struct cd_child_status sample_children[] = {
      .n_services = 1},
 };
 
+static const struct cd_backup_schedule sample_schedule = {
+    .interval_s = 86400,
+    .retain = 14,
+    .has_at = 1,
+    .at_minute = 0, /* midnight: present although zero */
+    .set_ms = 1796521600677ull,
+    .dir = "/var/backups/clusterd",
+};
+
+static const struct cd_backup_result sample_result = {
+    .time_ms = 1796529600000ull,
+    .ok = 0,
+    .node_id = 4,
+    .revision = 0, /* a failed backup may have none */
+    .bytes = 0,
+    .keys = 0,
+    .duration_ms = 12,
+    .failures = 3,
+    .pruned = 0,
+    .last_ok_ms = 1796443200000ull,
+    .file = "",
+    .last_ok_file =
+        "/var/backups/clusterd/clusterd-04ee216504a59979-20261205T040000Z-"
+        "r5120.snap",
+    .error = "cannot create /var/backups/clusterd: No space left on device",
+};
+
 static const enum cd_msg_type all_types[] = {
     CD_MSG_ERROR,
     CD_MSG_OK,
@@ -369,6 +396,8 @@ static const enum cd_msg_type all_types[] = {
     CD_MSG_CHILD_REPORT,
     CD_MSG_CHILDREN,
     CD_MSG_CHILDREN_RESP,
+    CD_MSG_BACKUP,
+    CD_MSG_BACKUP_RESP,
 };
 
 #define N_ALL_TYPES (sizeof(all_types) / sizeof(all_types[0]))
@@ -425,6 +454,7 @@ static void sample_msg(enum cd_msg_type t, struct cd_msg *m)
             m->u.changes.revision = 99;
             m->u.changes.compacted = 1;
             m->u.changes.compact_rev = 50;
+            m->u.changes.epoch = 0x8000000000000001ull;
             break;
         case CD_MSG_STATUS_RESP:
             m->u.status_resp.id = 1;
@@ -436,6 +466,7 @@ static void sample_msg(enum cd_msg_type t, struct cd_msg *m)
             m->u.status_resp.commit_index = 6;
             m->u.status_resp.state = "follower";
             m->u.status_resp.version = "clusterd 0.1";
+            m->u.status_resp.epoch = 0xe90c;
             break;
         case CD_MSG_MEMBERS_RESP:
             m->u.members_resp.members = sample_members;
@@ -453,6 +484,9 @@ static void sample_msg(enum cd_msg_type t, struct cd_msg *m)
         case CD_MSG_TRANSFER:
             m->u.transfer.to = 3;
             break;
+        case CD_MSG_SNAPSHOT:
+            m->u.snapshot.recent = 1;
+            break;
         case CD_MSG_SNAPSHOT_CHUNK:
             m->u.snapshot_chunk.offset = 1u << 20;
             m->u.snapshot_chunk.data = (struct cd_buf)BUF("\0\1\2\3chunk");
@@ -466,6 +500,7 @@ static void sample_msg(enum cd_msg_type t, struct cd_msg *m)
             m->u.hello.hostname = "child-1";
             m->u.hello.version = "clusterd 0.1";
             m->u.hello.registered_rev = 30;
+            m->u.hello.epoch = 0xfffffffffffffffeull;
             break;
         case CD_MSG_LOG_UPLOAD:
             m->u.log_upload.child_id = 31;
@@ -514,6 +549,19 @@ static void sample_msg(enum cd_msg_type t, struct cd_msg *m)
             m->u.children_resp.n_children =
                 sizeof(sample_children) / sizeof(sample_children[0]);
             m->u.children_resp.revision = 42;
+            break;
+        case CD_MSG_BACKUP:
+            m->u.backup.has_schedule = 1;
+            m->u.backup.schedule = sample_schedule;
+            m->u.backup.now = 1;
+            break;
+        case CD_MSG_BACKUP_RESP:
+            m->u.backup_resp.has_schedule = 1;
+            m->u.backup_resp.schedule = sample_schedule;
+            m->u.backup_resp.has_last = 1;
+            m->u.backup_resp.last = sample_result;
+            m->u.backup_resp.next_ms = 1796529600000ull;
+            m->u.backup_resp.running = 1;
             break;
         default:
             break;
@@ -912,6 +960,14 @@ static void test_children_diff_can_fail(void **state)
     b = a;
     b.u.child_join_resp.registered_rev = 0;
     EXPECT_DIFF("registered revision", "u.child_join_resp.registered_rev");
+    sample_msg(CD_MSG_HELLO, &a);
+    b = a;
+    b.u.hello.epoch = 0;
+    EXPECT_DIFF("epoch", "u.hello.epoch");
+    sample_msg(CD_MSG_CHANGES, &a);
+    b = a;
+    b.u.changes.epoch = 1;
+    EXPECT_DIFF("epoch", "u.changes.epoch");
 #undef RESET_CHILDREN
 #undef EXPECT_DIFF
 }
@@ -1935,6 +1991,116 @@ static void test_decode_missing_fields(void **state)
     }
 }
 
+/* The backup records as stored: round trip, the limits of the texts held
+ * in place. */
+static void test_backup_records(void **state)
+{
+    struct cd_backup_schedule bs, bs2;
+    struct cd_backup_result br, br2;
+    uint8_t *buf;
+    size_t len;
+    const char *d;
+
+    (void)state;
+    expect_rc(codec_backup_schedule_encode(&sample_schedule, &buf, &len), 0);
+    expect_rc(codec_backup_schedule_decode(buf, len, &bs), 0);
+    free(buf);
+    d = backup_schedule_diff("schedule", &sample_schedule, &bs);
+    if (d != NULL) {
+        fail_msg("schedule differs after a round trip: %s", d);
+    }
+    assert_true(bs.has_at && bs.at_minute == 0);
+    /* Off: an empty record, still a record. */
+    memset(&bs, 0, sizeof(bs));
+    expect_rc(codec_backup_schedule_encode(&bs, &buf, &len), 0);
+    expect_rc(codec_backup_schedule_decode(buf, len, &bs2), 0);
+    free(buf);
+    assert_int_equal(bs2.interval_s, 0);
+    assert_false(bs2.has_at);
+
+    expect_rc(codec_backup_result_encode(&sample_result, &buf, &len), 0);
+    expect_rc(codec_backup_result_decode(buf, len, &br), 0);
+    free(buf);
+    d = backup_result_diff("result", &sample_result, &br);
+    if (d != NULL) {
+        fail_msg("result differs after a round trip: %s", d);
+    }
+
+    /* An unterminated array cannot be encoded. */
+    bs = sample_schedule;
+    memset(bs.dir, 'd', sizeof(bs.dir));
+    expect_rc(codec_backup_schedule_encode(&bs, &buf, &len), CD_EBADOP);
+    assert_null(buf);
+
+    /* From the wire: a dir that does not fit is refused, a long error
+     * text is cut, time_ms is required. */
+    {
+        char long_dir[CD_BACKUP_DIR_MAX + 8];
+        char long_err[CD_BACKUP_ERROR_MAX * 2];
+        struct pbw w = {0};
+
+        memset(long_dir, 'x', sizeof(long_dir) - 1);
+        long_dir[sizeof(long_dir) - 1] = '\0';
+        pbw_str(&w, 3, long_dir);
+        expect_rc(codec_backup_schedule_decode(w.buf, w.len, &bs),
+                  CD_EMALFORMED);
+        pbw_free(&w);
+
+        memset(long_err, 'e', sizeof(long_err) - 1);
+        long_err[sizeof(long_err) - 1] = '\0';
+        pbw_uint(&w, 1, 5);
+        pbw_str(&w, 9, long_err);
+        expect_rc(codec_backup_result_decode(w.buf, w.len, &br2), 0);
+        assert_int_equal(strlen(br2.error), CD_BACKUP_ERROR_MAX - 1);
+        pbw_free(&w);
+
+        pbw_uint(&w, 2, 1); /* ok, but no time_ms */
+        expect_rc(codec_backup_result_decode(w.buf, w.len, &br2),
+                  CD_EMALFORMED);
+        pbw_free(&w);
+        expect_rc(codec_backup_result_decode((const uint8_t *)"\xff", 1, &br2),
+                  CD_EMALFORMED);
+    }
+}
+
+/*
+ * Children older than history epochs send a Hello without field 7: it
+ * decodes as epoch 0, which is what a parent of a never-restored cluster
+ * has, so they keep following.  A child of epoch 0 sends exactly those
+ * bytes, so older parents read it as before.
+ */
+static void test_hello_epoch_compat(void **state)
+{
+    struct pbw body = {0};
+    struct pbw w;
+    struct cd_msg m;
+    uint8_t *out;
+    size_t len;
+
+    (void)state;
+    pbw_uint(&body, 1, 0x1234); /* cluster_id */
+    pbw_uint(&body, 2, 5);      /* child_id */
+    pbw_uint(&body, 3, 77);     /* revision */
+    w = envelope(27, &body);
+    expect_rc(codec_decode(w.buf, w.len, &m), 0);
+    assert_int_equal(m.type, CD_MSG_HELLO);
+    assert_int_equal(m.u.hello.revision, 77);
+    assert_int_equal(m.u.hello.epoch, 0);
+    codec_msg_free(&m);
+
+    memset(&m, 0, sizeof(m));
+    m.request_id = 1;
+    m.type = CD_MSG_HELLO;
+    m.u.hello.cluster_id = 0x1234;
+    m.u.hello.child_id = 5;
+    m.u.hello.revision = 77;
+    expect_rc(codec_encode(&m, 0, &out, &len), 0);
+    assert_int_equal(len - CODEC_HEADER_SIZE, w.len);
+    assert_memory_equal(out + CODEC_HEADER_SIZE, w.buf, w.len);
+    free(out);
+    pbw_free(&w);
+}
+
 /* Command{time_ms = 1, ops = n DELETE ops} as bytes. */
 static struct pbw command_of_deletes(size_t n)
 {
@@ -2543,6 +2709,8 @@ int main(void)
         cmocka_unit_test(test_unknown_fields_tolerated),
         cmocka_unit_test(test_encode_invalid),
         cmocka_unit_test(test_free_is_safe),
+        cmocka_unit_test(test_hello_epoch_compat),
+        cmocka_unit_test(test_backup_records),
     };
 
     return cmocka_run_group_tests(tests, setup, NULL);

@@ -1250,6 +1250,8 @@ static void test_snapshot_restore(void **state)
     }
     assert_rc(store_delete_prefix(f->s, S("/s/1"), NULL), 0);
     assert_rc(store_set_cluster_id(f->s, 0xabcdef), 0);
+    assert_int_equal(meta(f->s).epoch, 0); /* none until one is set */
+    assert_rc(store_set_epoch(f->s, 0x5eed), 0);
     snprintf(snap, sizeof snap, "%s/snap.bin", f->dir);
     assert_rc(snap_to_file(f->s, snap), 0);
 
@@ -1263,8 +1265,24 @@ static void test_snapshot_restore(void **state)
         close(fd);
         assert_int_equal(info.meta.revision, 501);
         assert_int_equal(info.meta.cluster_id, 0xabcdef);
+        assert_int_equal(info.meta.epoch, 0x5eed);
+        /* 500 keys put, the 100 of /s/1xx deleted. */
+        assert_int_equal(info.keys, 400);
         assert_true(info.bytes > 0);
         assert_int_equal(access(tmp, F_OK), -1); /* cleaned up */
+
+        /* The same check through libclusterd (clusterctl snapshot verify). */
+        struct clusterd_backup_info b;
+        assert_rc(clusterd_backup_verify(snap, f->dir, &b), 0);
+        assert_int_equal(b.revision, 501);
+        assert_int_equal(b.cluster_id, 0xabcdef);
+        assert_int_equal(b.epoch, 0x5eed);
+        assert_int_equal(b.keys, 400);
+        assert_int_equal(b.bytes, info.bytes);
+        assert_int_equal(b.crc32, info.crc32);
+        assert_int_equal(b.format, STORE_FORMAT);
+        assert_rc(clusterd_backup_verify("/nonexistent/x", f->dir, &b),
+                  -ENOENT);
     }
 
     /* Restore into a different store that has other data. */
@@ -1280,6 +1298,9 @@ static void test_snapshot_restore(void **state)
     assert_rc(get(t, "/s/150", NULL, 0, NULL), CD_ENOTFOUND);
     assert_int_equal(meta(t).revision, 501);
     assert_int_equal(meta(t).cluster_id, 0xabcdef);
+    /* The epoch comes with the snapshot: a child restored from one takes
+     * the parents' history. */
+    assert_int_equal(meta(t).epoch, 0x5eed);
     check_ok(t);
     /* It goes on from there. */
     uint64_t rev;
@@ -1294,6 +1315,7 @@ static void test_snapshot_restore(void **state)
     assert_int_equal(system(cmd), 0);
     flip_byte(bad, 4096 + 24 + 100);
     assert_rc(restore_from_file(t, bad), CD_ECHECKSUM);
+    assert_rc(clusterd_backup_verify(bad, f->dir, NULL), CD_ECHECKSUM);
     assert_rc(get(t, "/after", NULL, 0, NULL), 0);
 
     snprintf(cmd, sizeof cmd, "head -c 5000 %s > %s", snap, bad);

@@ -90,6 +90,7 @@ want clusterd.service "RestartPreventExitStatus=2"
 want clusterd.service "AmbientCapabilities=CAP_NET_ADMIN CAP_NET_RAW"
 want clusterd.service "CapabilityBoundingSet=CAP_NET_ADMIN CAP_NET_RAW"
 want clusterd.service "RestrictAddressFamilies=AF_UNIX AF_INET AF_INET6 AF_NETLINK AF_PACKET"
+want clusterd.service "ReadWritePaths=-/var/backups/clusterd"
 want clusterd-child.service "ExecStart=/usr/bin/clusterd-child --config /etc/clusterd/clusterd-child.conf"
 want clusterd-child.service "RestartPreventExitStatus=2 3"
 want clusterd-child.service "CapabilityBoundingSet="
@@ -117,6 +118,8 @@ if systemd-tmpfiles --root="$R" --create "$T/tmpfiles.conf" >"$T/tmpfiles.out" 2
     got=$(stat -c '%a %u:%g' "$R/var/lib/clusterd" 2>/dev/null)
     [ "$got" = "750 $owner" ] || bad "/var/lib/clusterd is '$got', expected '750 $owner'"
     [ -d "$R/etc/clusterd" ] || bad "/etc/clusterd not created"
+    got=$(stat -c '%a %u:%g' "$R/var/backups/clusterd" 2>/dev/null)
+    [ "$got" = "750 $owner" ] || bad "/var/backups/clusterd is '$got', expected '750 $owner'"
     [ -s "$T/tmpfiles.out" ] && { cat "$T/tmpfiles.out"; bad "systemd-tmpfiles warned"; }
 else
     cat "$T/tmpfiles.out"
