@@ -5,7 +5,6 @@
 
 #include <errno.h>
 #include <fcntl.h>
-#include <libgen.h>
 #include <stdio.h>
 #include <string.h>
 #include <unistd.h>
@@ -73,46 +72,12 @@ int bootmark_check(const char *path, int *trusted)
     return 0;
 }
 
-static int sync_parent_dir(const char *path)
-{
-    char buf[512];
-    if (snprintf(buf, sizeof buf, "%s", path) >= (int)sizeof buf) {
-        return -ENAMETOOLONG;
-    }
-    int fd = open(dirname(buf), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-    if (fd < 0) {
-        return -errno;
-    }
-    int rc = fsync(fd) == 0 ? 0 : -errno;
-    close(fd);
-    return rc;
-}
-
 /* Replace the mark with content, atomically and durably. */
 static int write_mark(const char *path, const char *content)
 {
-    char tmp[512], line[MARK_MAX + 2];
-    if (snprintf(tmp, sizeof tmp, "%s.tmp", path) >= (int)sizeof tmp) {
-        return -ENAMETOOLONG;
-    }
+    char line[MARK_MAX + 2];
     int n = snprintf(line, sizeof line, "%s\n", content);
-    int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
-    if (fd < 0) {
-        return -errno;
-    }
-    int rc = fd_write_all(fd, line, (size_t)n);
-    if (rc == 0 && fsync(fd) != 0) {
-        rc = -errno;
-    }
-    close(fd);
-    if (rc == 0 && rename(tmp, path) != 0) {
-        rc = -errno;
-    }
-    if (rc != 0) {
-        unlink(tmp);
-        return rc;
-    }
-    return sync_parent_dir(path);
+    return fd_write_file_durable(path, line, (size_t)n, 0644);
 }
 
 int bootmark_arm(const char *path)

@@ -116,9 +116,8 @@ int cd_child_identity_load(const char *data_dir, struct cd_child_identity *out)
 int cd_child_identity_save(const char *data_dir,
                            const struct cd_child_identity *id)
 {
-    char path[512], tmp[520], text[768];
+    char path[512], text[768];
     snprintf(path, sizeof path, "%s/%s", data_dir, ID_FILE);
-    snprintf(tmp, sizeof tmp, "%s.tmp", path);
     int len = snprintf(text, sizeof text,
                        "# clusterd child identity: assigned by the cluster; "
                        "do not edit\n"
@@ -129,31 +128,7 @@ int cd_child_identity_save(const char *data_dir,
     if (len < 0 || (size_t)len >= sizeof text) {
         return -EINVAL;
     }
-    int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
-    if (fd < 0) {
-        return -errno;
-    }
-    int rc = fd_write_all(fd, text, (size_t)len);
-    if (rc == 0 && fsync(fd) != 0) {
-        rc = -errno;
-    }
-    if (close(fd) != 0 && rc == 0) {
-        rc = -errno;
-    }
-    if (rc == 0 && rename(tmp, path) != 0) {
-        rc = -errno;
-    }
-    if (rc != 0) {
-        unlink(tmp);
-        return rc;
-    }
-    /* The rename itself must survive a power loss. */
-    int dfd = open(data_dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-    if (dfd >= 0) {
-        fsync(dfd);
-        close(dfd);
-    }
-    return 0;
+    return fd_write_file_durable(path, text, (size_t)len, 0600);
 }
 
 /* --- what a child says about itself --------------------------------------- */

@@ -423,27 +423,12 @@ static int read_identity(struct server *s)
 
 static int write_identity(struct server *s)
 {
-    char path[300], tmp[310];
+    char path[300], buf[128];
     snprintf(path, sizeof path, "%s/node", s->cfg.data_dir);
-    snprintf(tmp, sizeof tmp, "%s.tmp", path);
-    int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
-    if (fd < 0) {
-        return -errno;
-    }
-    char buf[128];
     int len =
         snprintf(buf, sizeof buf, "id=%" PRIu64 "\ncluster_id=%016" PRIx64 "\n",
                  s->id, s->cluster_id);
-    if (write(fd, buf, (size_t)len) != len || fsync(fd) != 0) {
-        int e = -errno;
-        close(fd);
-        return e;
-    }
-    close(fd);
-    if (rename(tmp, path) != 0) {
-        return -errno;
-    }
-    return fd_sync_dir(s->cfg.data_dir);
+    return fd_write_file_durable(path, buf, (size_t)len, 0644);
 }
 
 static int lock_data_dir(struct server *s)

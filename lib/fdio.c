@@ -76,3 +76,32 @@ int fd_rename_synced(const char *from, const char *to)
     }
     return fd_sync_dir(dir);
 }
+
+int fd_write_file_durable(const char *path,
+                          const void *buf,
+                          size_t len,
+                          mode_t mode)
+{
+    char tmp[4096];
+    if (snprintf(tmp, sizeof tmp, "%s.tmp", path) >= (int)sizeof tmp) {
+        return -ENAMETOOLONG;
+    }
+    int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, mode);
+    if (fd < 0) {
+        return -errno;
+    }
+    int rc = fd_write_all(fd, buf, len);
+    if (rc == 0 && fsync(fd) != 0) {
+        rc = -errno;
+    }
+    if (close(fd) != 0 && rc == 0) {
+        rc = -errno;
+    }
+    if (rc == 0) {
+        rc = fd_rename_synced(tmp, path);
+    }
+    if (rc != 0) {
+        unlink(tmp);
+    }
+    return rc;
+}

@@ -30,4 +30,16 @@ int fd_sync_dir(const char *path);
  */
 int fd_rename_synced(const char *from, const char *to);
 
+/*
+ * Replace the file at path with buf (len bytes), atomically and durably:
+ * written to path.tmp with mode, flushed, renamed over path, and the
+ * directory flushed; path.tmp is removed on failure.  A reader sees the
+ * old content or the new, never a mix, also after a power loss.  0, or
+ * -errno (-ENAMETOOLONG for a path that does not fit).
+ */
+int fd_write_file_durable(const char *path,
+                          const void *buf,
+                          size_t len,
+                          mode_t mode);
+
 #endif
