@@ -1488,14 +1488,16 @@ void server_stop(struct server *s, void (*cb)(struct server *s))
         s->raft.configuration.n > 1) {
         /* Hand leadership over first: a rolling restart loses no write
          * and moves the leader (and the VIP) once.  The guard timer closes
-         * anyway if the transfer callback never comes. */
+         * anyway if the transfer callback never comes: the transfer waits
+         * up to E/2 for the target to catch up (server__transfer), and
+         * libraft gives it up after E; two election timeouts cover both. */
         s->transfer_req.data = s;
         server__vip_release(s, "stopping: handing leadership over");
         int rv = server__transfer(s, &s->transfer_req, 0, transfer_done_cb);
         if (rv == 0) {
             log_info("server", "stopping: transferring leadership");
             uv_timer_start(&s->stop_timer, stop_timer_cb,
-                           s->cfg.election_ms + 1000, 0);
+                           2 * (uint64_t)s->cfg.election_ms + 200, 0);
             return;
         }
         log_warn("server", "leadership transfer refused: %s",

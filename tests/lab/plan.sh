@@ -20,9 +20,9 @@ lab_duration() { # SCENARIO: its workload's seconds, long enough for its plan
     smoke) echo 8 ;;
     kill-leader | pause-leader | random-halves) echo 10 ;;
     leader-isolated | flaky-links | power-loss) echo 12 ;;
-    clock) echo 14 ;;
-    membership) echo 16 ;;
-    disk) echo 18 ;;
+    clock) echo 13 ;;
+    membership) echo 15 ;;
+    disk) echo 17 ;;
     *) echo 15 ;;
     esac
 }
