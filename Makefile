@@ -253,6 +253,7 @@ FUZZ_BIN := $(patsubst tests/fuzz/%.c,build/fuzz/%,$(FUZZ_SRC))
 FUZZ_FLAGS := -std=gnu11 -g -O1 -D_GNU_SOURCE -I. -Ibuild/fuzz/gen $(PKG_CFLAGS) \
               -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=all
 FUZZ_LIB_SRC := $(LIB_SRC) $(STORE_SRC) $(PROTO_SRC) cluster/client.c cluster/childid.c \
+                cluster/config.c cluster/metrics.c cluster/vip.c \
                 agents/health.c
 
 build/fuzz/gen/%.pb-c.c build/fuzz/gen/%.pb-c.h: proto/%.proto

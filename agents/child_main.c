@@ -36,6 +36,7 @@
 #include <unistd.h>
 
 #include "../lib/err.h"
+#include "../lib/kvconf.h"
 #include "../lib/log.h"
 #include "../cluster/metrics.h"
 #include "child_metrics.h"
@@ -139,56 +140,40 @@ static int config_set(struct child_config *c,
     return 0;
 }
 
-static char *trim(char *s)
+static int set_cb(void *arg,
+                  const char *key,
+                  const char *value,
+                  char *why,
+                  size_t whylen)
 {
-    while (*s == ' ' || *s == '\t') {
-        s++;
-    }
-    size_t n = strlen(s);
-    while (n > 0 && (s[n - 1] == ' ' || s[n - 1] == '\t' || s[n - 1] == '\n' ||
-                     s[n - 1] == '\r')) {
-        s[--n] = '\0';
-    }
-    return s;
+    return config_set(arg, key, value, why, whylen);
 }
 
-static int config_line(struct child_config *c,
-                       char *line,
-                       char *err,
-                       size_t len)
+/* "KEY=VALUE" of --set: 0, or CD_ECONFIG with err saying why. */
+static int config_kv(struct child_config *c,
+                     const char *kv,
+                     char *err,
+                     size_t len)
 {
-    char *eq = strchr(line, '=');
-    if (eq == NULL) {
-        snprintf(err, len, "expected KEY = VALUE");
+    const char *eq = strchr(kv, '=');
+    char key[64];
+    if (eq == NULL || eq == kv || (size_t)(eq - kv) >= sizeof key) {
+        snprintf(err, len, "expected KEY=VALUE");
         return CD_ECONFIG;
     }
-    *eq = '\0';
-    return config_set(c, trim(line), trim(eq + 1), err, len);
+    memcpy(key, kv, (size_t)(eq - kv));
+    key[eq - kv] = '\0';
+    return config_set(c, key, eq + 1, err, len);
 }
 
+/* The file: whole-line comments only, as a check command may hold '#'. */
 static int config_load(struct child_config *c, const char *path)
 {
-    char line[1024], err[256];
-    FILE *f = fopen(path, "r");
-    unsigned no = 0;
-    if (f == NULL) {
-        fprintf(stderr, "clusterd-child: cannot read %s: %s\n", path,
-                strerror(errno));
+    char err[700];
+    if (kvconf_load(path, 0, set_cb, c, err, sizeof err) != 0) {
+        fprintf(stderr, "clusterd-child: %s\n", err);
         return -1;
     }
-    while (fgets(line, sizeof line, f) != NULL) {
-        no++;
-        char *l = trim(line);
-        if (l[0] == '\0' || l[0] == '#') {
-            continue;
-        }
-        if (config_line(c, l, err, sizeof err) != 0) {
-            fprintf(stderr, "clusterd-child: %s:%u: %s\n", path, no, err);
-            fclose(f);
-            return -1;
-        }
-    }
-    fclose(f);
     return 0;
 }
 
@@ -466,9 +451,7 @@ int main(int argc, char **argv)
         } else if (strcmp(a, "--log-level") == 0) {
             key = "log_level";
         } else if (strcmp(a, "--set") == 0) {
-            char kv[1024];
-            snprintf(kv, sizeof kv, "%s", v);
-            if (config_line(&cfg, kv, err, sizeof err) != 0) {
+            if (config_kv(&cfg, v, err, sizeof err) != 0) {
                 fprintf(stderr, "clusterd-child: --set %s: %s\n", v, err);
                 return EXIT_USAGE;
             }

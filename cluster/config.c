@@ -10,6 +10,7 @@
 #include <string.h>
 
 #include "../lib/err.h"
+#include "../lib/kvconf.h"
 #include "metrics.h"
 #include "vip.h"
 
@@ -125,6 +126,8 @@ int config_set(struct cd_config *c,
     } else if (strcmp(key, "election_ms") == 0) {
         UINT(election_ms, 20, 60000);
         c->timing_set = 1;
+    } else if (strcmp(key, "connect_retry_ms") == 0) {
+        UINT(connect_retry_ms, 5, 10000);
     } else if (strcmp(key, "election_stagger") == 0) {
         if (strcmp(value, "yes") != 0 && strcmp(value, "no") != 0) {
             return bad(err, errlen, key, "expected yes or no");
@@ -182,55 +185,28 @@ int config_set(struct cd_config *c,
     return 0;
 }
 
-static char *trim(char *s)
+static int set_cb(void *arg,
+                  const char *key,
+                  const char *value,
+                  char *why,
+                  size_t whylen)
 {
-    while (isspace((unsigned char)*s)) {
-        s++;
-    }
-    char *e = s + strlen(s);
-    while (e > s && isspace((unsigned char)e[-1])) {
-        *--e = '\0';
-    }
-    return s;
+    return config_set(arg, key, value, why, whylen);
+}
+
+int config_parse(struct cd_config *c,
+                 const char *text,
+                 size_t len,
+                 char *err,
+                 size_t errlen)
+{
+    return kvconf_parse(text, len, KVCONF_INLINE_COMMENTS, set_cb, c, err,
+                        errlen);
 }
 
 int config_load(struct cd_config *c, const char *path, char *err, size_t errlen)
 {
-    FILE *f = fopen(path, "r");
-    char line[1024];
-    int lineno = 0;
-    if (f == NULL) {
-        int e = errno;
-        snprintf(err, errlen, "%s: %s", path, strerror(e));
-        return -e;
-    }
-    while (fgets(line, sizeof line, f) != NULL) {
-        lineno++;
-        char *hash = strchr(line, '#');
-        if (hash != NULL) {
-            *hash = '\0';
-        }
-        char *s = trim(line);
-        if (*s == '\0') {
-            continue;
-        }
-        char *eq = strchr(s, '=');
-        if (eq == NULL) {
-            fclose(f);
-            snprintf(err, errlen, "%s:%d: expected key = value", path, lineno);
-            return CD_ECONFIG;
-        }
-        *eq = '\0';
-        char why[256];
-        int rc = config_set(c, trim(s), trim(eq + 1), why, sizeof why);
-        if (rc != 0) {
-            fclose(f);
-            snprintf(err, errlen, "%s:%d: %s", path, lineno, why);
-            return rc;
-        }
-    }
-    fclose(f);
-    return 0;
+    return kvconf_load(path, KVCONF_INLINE_COMMENTS, set_cb, c, err, errlen);
 }
 
 int config_finish(struct cd_config *c, char *err, size_t errlen)
@@ -243,6 +219,9 @@ int config_finish(struct cd_config *c, char *err, size_t errlen)
         if (c->election_ms == 0) {
             c->election_ms = fast ? 150 : 400;
         }
+    }
+    if (c->connect_retry_ms == 0) {
+        c->connect_retry_ms = c->heartbeat_ms;
     }
     if (c->election_ms < 2 * c->heartbeat_ms) {
         return bad(err, errlen, "election_ms",

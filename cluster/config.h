@@ -33,6 +33,11 @@ struct cd_config
     unsigned heartbeat_ms;
     unsigned election_ms;
     int election_stagger; /* staggered follower timeouts (stagger.h) */
+    /* Wait between attempts to connect to a peer that refused (0 until
+     * config_finish sets it to heartbeat_ms).  libraft's own default, 1 s,
+     * leaves a restarted parent unreachable for up to a second, and an
+     * election that needs its vote waits for it. */
+    unsigned connect_retry_ms;
     unsigned snapshot_threshold;
     unsigned snapshot_trailing;
     unsigned history_revisions;  /* keep this many revisions of history */
@@ -64,12 +69,20 @@ int config_set(struct cd_config *c,
                char *err,
                size_t errlen);
 
-/* Read a file of "key = value" lines ('#' comments).  CD_ECONFIG with
- * "file:line: why" in err, or -errno if it cannot be read. */
+/* Read a file of "key = value" lines ('#' comments; lib/kvconf.h).
+ * CD_ECONFIG with "file:line: why" in err, or -errno if it cannot be
+ * read. */
 int config_load(struct cd_config *c,
                 const char *path,
                 char *err,
                 size_t errlen);
+
+/* The same for text in memory (len bytes); errors say "line N: why". */
+int config_parse(struct cd_config *c,
+                 const char *text,
+                 size_t len,
+                 char *err,
+                 size_t errlen);
 
 /* Apply the profile's timing (unless set explicitly) and check the whole:
  * addresses present, voters odd, election > 2 heartbeats, ... */

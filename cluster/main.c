@@ -156,14 +156,14 @@ int main(int argc, char **argv)
         } else if (strcmp(a, "--log-level") == 0) {
             key = "log_level";
         } else if (strcmp(a, "--set") == 0 && v != NULL) {
-            char kv[600];
-            snprintf(kv, sizeof kv, "%s", v);
-            char *eq = strchr(kv, '=');
-            if (eq == NULL) {
+            const char *eq = strchr(v, '=');
+            char kv[64];
+            if (eq == NULL || eq == v || (size_t)(eq - v) >= sizeof kv) {
                 fprintf(stderr, "clusterd: --set expects KEY=VALUE\n");
                 return 2;
             }
-            *eq = '\0';
+            memcpy(kv, v, (size_t)(eq - v));
+            kv[eq - v] = '\0';
             if (config_set(&cfg, kv, eq + 1, err, sizeof err) != 0) {
                 fprintf(stderr, "clusterd: %s\n", err);
                 return 1;

@@ -1149,6 +1149,7 @@ static int start_raft(struct server *s, int bootstrap)
         raft_uv_tcp_close(&s->transport);
         return CD_ERAFT;
     }
+    raft_uv_set_connect_retry_delay(&s->io, s->cfg.connect_retry_ms);
     s->io_snapshot_put = s->io.snapshot_put;
     s->io.snapshot_put = snapshot_put_deferred;
     s->io_start = s->io.start;
