@@ -175,7 +175,11 @@ struct server
     raft_term vip_barrier_term;
     uint64_t vip_lease_start; /* a majority acknowledged us then; 0: none */
     uint64_t vip_claim_at;
-    uint64_t vip_last_leader_seen; /* another leader, as a follower */
+    /* When this node, a follower, last heard from another leader: the
+     * loop turn after raft last restarted its election timer under that
+     * leader (vip_leader_timer is the timer start it saw then). */
+    uint64_t vip_last_leader_seen;
+    raft_time vip_leader_timer;
     uint64_t vip_started_ms;
     uint64_t vip_next_barrier, vip_next_garp;
     unsigned vip_garps;

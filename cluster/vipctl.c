@@ -26,10 +26,16 @@
  *
  *   claim.  A new leader claims the VIP once its own barrier committed (it
  *   has a lease) and not before vip_lease_ms * (1 + drift) / (1 - drift)
- *   after it last saw the old leader as a follower: the second bound also
- *   covers a leadership transfer, where no election timeout passes (the
- *   old leader releases the VIP before it starts a transfer, and this
- *   bound covers a release that was lost).
+ *   after it last heard from the old leader as a follower: the second
+ *   bound also covers a leadership transfer, where no election timeout
+ *   passes (the old leader releases the VIP before it starts a transfer,
+ *   and this bound covers a release that was lost).  A node that became
+ *   leader less than election_ms after it last heard from the old one
+ *   stood because of a TimeoutNow, and counts the bound from the moment
+ *   it won.  "Heard" is the arrival of a message, not the follower's
+ *   belief that a leader exists, which lasts until its own election
+ *   timeout: counting from that belief delayed every claim after a crash
+ *   by the bound (319 ms with the default profile).
  *
  *   pause.  A leader stopped (SIGSTOP, a stalled VM) and resumed checks its
  *   lease against the monotonic clock before the API reads anything (every
@@ -53,6 +59,10 @@
 #define GARP_FIRST_MS 200    /* the second announcement, after the first */
 #define GARP_SECOND_MS 500   /* the third */
 #define GARP_REFRESH_MS 1500 /* then while held */
+/* Added to the moment a leader's message was seen: raft's clock (uv_now)
+ * is read once per loop turn, so a message in the same millisecond of it
+ * as the last one changes nothing we can see. */
+#define SEEN_MARGIN_MS 2
 
 static uint64_t mono_ms(void)
 {
@@ -135,8 +145,16 @@ static void evaluate(struct server *s, uint64_t now)
         if (s->raft_inited) {
             raft_leader(&s->raft, &id, &addr);
         }
-        if (id != 0 && id != s->id) {
-            s->vip_last_leader_seen = now;
+        if (id != 0 && id != s->id &&
+            (s->vip_last_leader_seen == 0 ||
+             s->raft.election_timer_start != s->vip_leader_timer)) {
+            /* libraft restarts a follower's election timer on each
+             * message of its leader; this runs every loop turn, so now is
+             * at or after that message's arrival.  A follower that keeps
+             * a dead leader's id until its own timeout is not "seeing"
+             * it meanwhile. */
+            s->vip_leader_timer = s->raft.election_timer_start;
+            s->vip_last_leader_seen = now + SEEN_MARGIN_MS;
         }
         if (s->vip_was_leader) {
             s->vip_was_leader = 0;
@@ -148,10 +166,16 @@ static void evaluate(struct server *s, uint64_t now)
     if (!s->vip_was_leader) {
         s->vip_was_leader = 1;
         s->vip_lease_start = 0;
-        uint64_t seen = s->vip_last_leader_seen > s->vip_started_ms
-                            ? s->vip_last_leader_seen
-                            : s->vip_started_ms;
-        s->vip_claim_at = seen + lease_bound_ms(s);
+        uint64_t heard = s->vip_last_leader_seen > s->vip_started_ms
+                             ? s->vip_last_leader_seen
+                             : s->vip_started_ms;
+        /* Elected by its own timeout, this node heard nothing from the old
+         * leader for election_ms: the election argument holds and the
+         * wait below has passed.  Sooner, a TimeoutNow made it stand (a
+         * transfer): the wait counts from now, not from a last message
+         * this loop may have seen a turn late. */
+        uint64_t from = now - heard >= s->cfg.election_ms ? heard : now;
+        s->vip_claim_at = from + lease_bound_ms(s);
         s->vip_next_barrier = now;
     }
     /* Keep the lease fresh. */
