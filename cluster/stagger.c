@@ -43,6 +43,8 @@ void stagger_init(struct stagger *st,
     st->heartbeat_ms = heartbeat_ms;
     st->fine_ms = 0;
     st->timer_open = 0;
+    st->last_state = RAFT_UNAVAILABLE;
+    st->first_round = 0;
 }
 
 static void fine_tick(uv_timer_t *t)
@@ -68,10 +70,27 @@ int stagger_start(struct stagger *st, uv_loop_t *loop, raft_io_tick_cb tick)
     return uv_timer_start(&st->fine_timer, fine_tick, st->fine_ms, st->fine_ms);
 }
 
+unsigned stagger_retry_ms(unsigned election_ms,
+                          unsigned rank,
+                          unsigned n_voters)
+{
+    if (n_voters < 2) {
+        return election_ms;
+    }
+    unsigned step = stagger_timeout_ms(election_ms, 1, n_voters) - election_ms;
+    return (n_voters - 1 - rank) * step + step / 2 + rank * (step / 4);
+}
+
 void stagger_apply(struct stagger *st)
 {
     struct raft *r = st->raft;
-    if (st->fine_ms == 0 || raft_state(r) != RAFT_FOLLOWER) {
+    if (st->fine_ms == 0) {
+        return;
+    }
+    int state = raft_state(r);
+    int prev = st->last_state;
+    st->last_state = state;
+    if (state != RAFT_FOLLOWER && state != RAFT_CANDIDATE) {
         return;
     }
     unsigned n = 0, rank = 0, voter = 0;
@@ -90,8 +109,20 @@ void stagger_apply(struct stagger *st)
     if (!voter) {
         return;
     }
-    r->follower_state.randomized_election_timeout =
-        stagger_timeout_ms(st->election_ms, rank, n);
+    if (state == RAFT_FOLLOWER) {
+        r->follower_state.randomized_election_timeout =
+            stagger_timeout_ms(st->election_ms, rank, n);
+        return;
+    }
+    /* A candidate: only the first pre-vote round after standing. */
+    if (prev == RAFT_FOLLOWER) {
+        st->first_round = r->election_timer_start;
+    }
+    if (r->candidate_state.in_pre_vote &&
+        r->election_timer_start == st->first_round) {
+        r->candidate_state.randomized_election_timeout =
+            stagger_retry_ms(st->election_ms, rank, n);
+    }
 }
 
 int stagger_close(struct stagger *st, uv_close_cb cb, void *data)

@@ -163,11 +163,149 @@ static void test_fixture(void **state)
     raft_fixture_close(&f);
 }
 
+/*
+ * The first pre-vote retry.  Leader id 1 dies just after id 3 (rank 2)
+ * missed its last entry.  id 2 (rank 1) stands first and is refused by
+ * id 3 (which still has a leader); id 3 stands next and is refused by id 2
+ * (its log is shorter): only id 2 can win, on its retry.  libraft's retry
+ * (the fixture's "random" draw, set to 2 E) makes that E + step + 2 E
+ * after the leader's last heartbeat; the staggered first retry makes it
+ * about 1.5 E + step / 2.  Fixture time, deterministic.
+ */
+static struct stagger *hook_st;
+static int hook_followers_only;
+
+static void hook(struct raft_fixture *f, struct raft_fixture_event *ev)
+{
+    (void)ev;
+    for (unsigned i = 0; i < raft_fixture_n(f); i++) {
+        struct raft *r = raft_fixture_get(f, i);
+        if (!hook_followers_only || raft_state(r) == RAFT_FOLLOWER) {
+            stagger_apply(&hook_st[i]);
+        }
+    }
+}
+
+static void applied(struct raft_apply *req, int status, void *result)
+{
+    (void)req;
+    (void)status;
+    (void)result;
+}
+
+static bool caught_up(struct raft_fixture *f, void *arg)
+{
+    (void)arg;
+    return raft_last_index(raft_fixture_get(f, 1)) ==
+           raft_last_index(raft_fixture_get(f, 0));
+}
+
+/* The dead leader (index 0) stays RAFT_LEADER: look at the others. */
+static bool survivor_leads(struct raft_fixture *f, void *arg)
+{
+    (void)arg;
+    return raft_state(raft_fixture_get(f, 1)) == RAFT_LEADER ||
+           raft_state(raft_fixture_get(f, 2)) == RAFT_LEADER;
+}
+
+/* The election's length in fixture ms, and the index of the winner. */
+static unsigned shorter_log_election(int followers_only, unsigned *winner)
+{
+    struct raft_fsm fsms[3];
+    struct raft_fixture f;
+    struct raft_configuration conf;
+    memset(fsms, 0, sizeof fsms);
+    memset(&f, 0, sizeof f); /* raft_fixture_init leaves leader_id */
+    assert_int_equal(raft_fixture_init(&f), 0);
+    for (unsigned i = 0; i < 3; i++) {
+        fsms[i].version = 1;
+        fsms[i].apply = fsm_apply;
+        fsms[i].snapshot = fsm_snapshot;
+        fsms[i].restore = fsm_restore;
+        assert_int_equal(raft_fixture_grow(&f, &fsms[i]), 0);
+        struct raft *r = raft_fixture_get(&f, i);
+        raft_set_election_timeout(r, E);
+        raft_set_heartbeat_timeout(r, 5);
+        raft_set_pre_vote(r, true);
+        raft_fixture_set_randomized_election_timeout(&f, i, 2 * E);
+        raft_fixture_set_network_latency(&f, i, 1);
+        raft_fixture_set_disk_latency(&f, i, 1);
+    }
+    assert_int_equal(raft_fixture_configuration(&f, 3, &conf), 0);
+    assert_int_equal(raft_fixture_bootstrap(&f, &conf), 0);
+    raft_configuration_close(&conf);
+    assert_int_equal(raft_fixture_start(&f), 0);
+    uv_loop_t loop;
+    struct stagger st[3];
+    assert_int_equal(uv_loop_init(&loop), 0);
+    for (unsigned i = 0; i < 3; i++) {
+        struct raft *r = raft_fixture_get(&f, i);
+        stagger_init(&st[i], r, r->io, E, 5);
+        assert_int_equal(stagger_start(&st[i], &loop, count_tick), 0);
+        uv_timer_stop(&st[i].fine_timer); /* the fixture ticks */
+    }
+    hook_st = st;
+    hook_followers_only = followers_only;
+    raft_fixture_hook(&f, hook);
+    /* id 1 (rank 0) times out first and leads. */
+    assert_true(raft_fixture_step_until_has_leader(&f, 10 * E));
+    assert_int_equal(raft_fixture_leader_index(&f), 0);
+    raft_fixture_step_until_elapsed(&f, 50);
+
+    /* id 3 misses the leader's last entry, then the leader dies. */
+    raft_fixture_saturate(&f, 0, 2);
+    struct raft_apply req;
+    struct raft_buffer buf = {.base = raft_malloc(8), .len = 8};
+    assert_non_null(buf.base);
+    memset(buf.base, 0, 8);
+    assert_int_equal(
+        raft_apply(raft_fixture_get(&f, 0), &req, &buf, 1, applied), 0);
+    assert_true(raft_fixture_step_until(&f, caught_up, NULL, 20));
+    assert_true(raft_last_index(raft_fixture_get(&f, 2)) <
+                raft_last_index(raft_fixture_get(&f, 1)));
+    raft_fixture_kill(&f, 0);
+    raft_time t0 = raft_fixture_time(&f);
+    assert_true(raft_fixture_step_until(&f, survivor_leads, NULL, 10 * E));
+    unsigned took = (unsigned)(raft_fixture_time(&f) - t0);
+    *winner = raft_state(raft_fixture_get(&f, 1)) == RAFT_LEADER ? 1 : 2;
+
+    raft_fixture_hook(&f, NULL);
+    for (unsigned i = 0; i < 3; i++) {
+        assert_int_equal(stagger_close(&st[i], closed, NULL), 1);
+    }
+    uv_run(&loop, UV_RUN_DEFAULT);
+    assert_int_equal(uv_loop_close(&loop), 0);
+    raft_fixture_close(&f);
+    return took;
+}
+
+static void test_prevote_retry(void **state)
+{
+    (void)state;
+    /* 3 voters, E = 150: step 37, retries after 93 (rank 0), 64, 37. */
+    assert_int_equal(stagger_retry_ms(E, 0, 3), 2 * 37 + 18);
+    assert_int_equal(stagger_retry_ms(E, 1, 3), 37 + 18 + 9);
+    assert_int_equal(stagger_retry_ms(E, 2, 3), 18 + 18);
+    assert_int_equal(stagger_retry_ms(E, 0, 1), E);
+
+    unsigned winner;
+    unsigned took = shorter_log_election(0, &winner);
+    print_message("staggered first retry: elected after %u ms\n", took);
+    assert_int_equal(winner, 1);
+    assert_true(took <= E + E / 2 + 18 + 9 + 5 * 5); /* + ticks, RTTs */
+    /* The control: libraft's own retry, which the test must tell apart. */
+    took = shorter_log_election(1, &winner);
+    print_message("libraft's retry: elected after %u ms\n", took);
+    assert_int_equal(winner, 1);
+    assert_true(took >= 3 * E);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_timeouts),
         cmocka_unit_test(test_fixture),
+        cmocka_unit_test(test_prevote_retry),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
