@@ -717,10 +717,33 @@ vip_windows >"$D/vip-windows"
 W=$(awk '/^windows/ {print $2}' "$D/vip-windows")
 [ "${W:-1}" = 0 ] || problem "two running VIP holders: $(grep '^window ' "$D/vip-windows" | head -3 | tr '\n' ';')"
 
-# Logs: no assertion, sanitizer report or core file.
-if grep -l -E 'Assertion|AddressSanitizer|LeakSanitizer|runtime error:|ThreadSanitizer' "$D"/*.log >/dev/null 2>&1; then
-    problem "assertion or sanitizer report in $(grep -l -E 'Assertion|AddressSanitizer|LeakSanitizer|runtime error:|ThreadSanitizer' "$D"/*.log | xargs -n1 basename | tr '\n' ' ')"
-fi
+# Logs: no assertion, sanitizer report or core file.  One exception, kept
+# visible: a LeakSanitizer report at exit whose every stack lies in libraft
+# and libuv alone, with the AppendEntries entries arrays libraft decodes
+# among them.  libraft 0.22.1 drops the AppendEntries that reach a follower
+# while it installs a snapshot without freeing them (docs/lab.md, "What the
+# lab found"); a leak with any frame of ours still fails the run.
+dep_leak_only() { # LOG
+    grep -q 'ERROR: LeakSanitizer' "$1" || return 1
+    grep -q -E 'Assertion|ERROR: AddressSanitizer|runtime error:|ThreadSanitizer' "$1" && return 1
+    awk '/ERROR: LeakSanitizer/ { on = 1 }
+         on && /^ *#[0-9]+ / {
+             if ($0 !~ /asan_malloc_linux|libraft\.so|libuv\.so/) bad = 1
+             if (prev ~ /__interceptor_realloc/ && $0 ~ /libraft\.so/) arrays = 1
+             prev = $0
+         }
+         END { exit (bad || !arrays) }' "$1"
+}
+SAN_LOGS=""
+for f in $(grep -l -E 'Assertion|AddressSanitizer|LeakSanitizer|runtime error:|ThreadSanitizer' "$D"/*.log 2>/dev/null); do
+    if dep_leak_only "$f"; then
+        say "known libraft leak (AppendEntries dropped during a snapshot install) in $(basename "$f"): $(grep -m1 '^SUMMARY' "$f")"
+        echo "figure ${SCEN//-/_}_libraft_leak_logs 1 count" >>"$D/figures"
+    else
+        SAN_LOGS+="$(basename "$f") "
+    fi
+done
+[ -z "$SAN_LOGS" ] || problem "assertion or sanitizer report in $SAN_LOGS" 
 CORES=$(find "$D" -name 'core*' -type f 2>/dev/null | head -3)
 [ -z "$CORES" ] || problem "core files: $CORES"
 

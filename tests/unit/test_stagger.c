@@ -88,21 +88,28 @@ static void closed(uv_handle_t *h)
     (void)h;
 }
 
+/* Three servers with the do-nothing state machine, not started. */
+static void fixture3(struct raft_fixture *f, struct raft_fsm fsms[3])
+{
+    memset(fsms, 0, 3 * sizeof *fsms);
+    memset(f, 0, sizeof *f); /* raft_fixture_init leaves leader_id */
+    assert_int_equal(raft_fixture_init(f), 0);
+    for (unsigned i = 0; i < 3; i++) {
+        fsms[i].version = 1;
+        fsms[i].apply = fsm_apply;
+        fsms[i].snapshot = fsm_snapshot;
+        fsms[i].restore = fsm_restore;
+        assert_int_equal(raft_fixture_grow(f, &fsms[i]), 0);
+    }
+}
+
 static void test_fixture(void **state)
 {
     (void)state;
     struct raft_fsm fsms[3];
     struct raft_fixture f;
     struct raft_configuration conf;
-    memset(fsms, 0, sizeof fsms);
-    assert_int_equal(raft_fixture_init(&f), 0);
-    for (int i = 0; i < 3; i++) {
-        fsms[i].version = 1;
-        fsms[i].apply = fsm_apply;
-        fsms[i].snapshot = fsm_snapshot;
-        fsms[i].restore = fsm_restore;
-        assert_int_equal(raft_fixture_grow(&f, &fsms[i]), 0);
-    }
+    fixture3(&f, fsms);
     assert_int_equal(raft_fixture_configuration(&f, 3, &conf), 0);
     assert_int_equal(raft_fixture_bootstrap(&f, &conf), 0);
     raft_configuration_close(&conf);
@@ -214,15 +221,8 @@ static unsigned shorter_log_election(int followers_only, unsigned *winner)
     struct raft_fsm fsms[3];
     struct raft_fixture f;
     struct raft_configuration conf;
-    memset(fsms, 0, sizeof fsms);
-    memset(&f, 0, sizeof f); /* raft_fixture_init leaves leader_id */
-    assert_int_equal(raft_fixture_init(&f), 0);
+    fixture3(&f, fsms);
     for (unsigned i = 0; i < 3; i++) {
-        fsms[i].version = 1;
-        fsms[i].apply = fsm_apply;
-        fsms[i].snapshot = fsm_snapshot;
-        fsms[i].restore = fsm_restore;
-        assert_int_equal(raft_fixture_grow(&f, &fsms[i]), 0);
         struct raft *r = raft_fixture_get(&f, i);
         raft_set_election_timeout(r, E);
         raft_set_heartbeat_timeout(r, 5);
