@@ -68,17 +68,29 @@ lab_spawn() { # KEY NS LOGFILE CMD...: ip netns exec execs CMD, so $! is CMD's P
 lab_alive() { [ -n "${LAB_PID[$1]:-}" ] && kill -0 "${LAB_PID[$1]}" 2>/dev/null; }
 lab_signal() { [ -n "${LAB_PID[$1]:-}" ] && kill "-$2" "${LAB_PID[$1]}" 2>/dev/null; }
 
-lab_stop() { # KEY [SIG]: signal by PID, SIGKILL after 10 s, reap, forget;
-    # returns 1 when it took the SIGKILL
+# Seconds a process gets to exit after its signal.
+LAB_STOP_GRACE=${LAB_STOP_GRACE:-10}
+
+lab_exited() { # PID: gone, or a zombie.  lab_stop_all runs in a command
+    # substitution, a subshell whose wait cannot reap the run's processes
+    # (the main shell's children): kill -0 succeeds on their zombies.
+    local st
+    st=$(cat "/proc/$1/stat" 2>/dev/null) || return 0
+    st=${st##*) }
+    [ "${st%% *}" = Z ]
+}
+
+lab_stop() { # KEY [SIG]: signal by PID, SIGKILL after LAB_STOP_GRACE s,
+    # reap, forget; returns 1 when it took the SIGKILL
     local key=$1 sig=${2:-TERM} pid=${LAB_PID[$1]:-} i rc=0
     [ -n "$pid" ] || return 0
     kill -CONT "$pid" 2>/dev/null
     kill "-$sig" "$pid" 2>/dev/null
-    for ((i = 0; i < 100; i++)); do
-        kill -0 "$pid" 2>/dev/null || break
+    for ((i = 0; i < LAB_STOP_GRACE * 10; i++)); do
+        lab_exited "$pid" && break
         sleep 0.1
     done
-    kill -0 "$pid" 2>/dev/null && { kill -9 "$pid" 2>/dev/null; rc=1; }
+    lab_exited "$pid" || { kill -9 "$pid" 2>/dev/null; rc=1; }
     { wait "$pid"; } 2>/dev/null
     unset "LAB_PID[$key]"
     return $rc

@@ -691,7 +691,7 @@ if [ -n "$L" ]; then
     echo "$(lab_now_ms) stop $L" >>"$D/proc-timeline"
     hung+=" $(lab_stop_all TERM "p$L")"
 fi
-[ -z "${hung// /}" ] || problem "still running 10 s after SIGTERM (killed): $hung"
+[ -z "${hung// /}" ] || problem "still running $LAB_STOP_GRACE s after SIGTERM (killed): $hung"
 sleep 0.2
 lab_stop_all TERM $(for n in $PARENTS; do echo "vipmon$n"; done) >/dev/null
 
