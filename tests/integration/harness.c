@@ -119,6 +119,20 @@ int harness_init(struct harness *h, int n, const char *const *extra)
     return 0;
 }
 
+int harness_setup(void **state)
+{
+    struct harness *h = calloc(1, sizeof *h);
+    *state = h;
+    return h == NULL ? -1 : 0;
+}
+
+int harness_teardown(void **state)
+{
+    harness_destroy(*state);
+    free(*state);
+    return 0;
+}
+
 void harness_destroy(struct harness *h)
 {
     for (int i = 0; i < HARNESS_MAX_CHILDREN; i++) {

@@ -59,6 +59,10 @@ int harness_init(struct harness *h, int n, const char *const *extra);
 /* Kill every running node and child (SIGKILL), wait for them, remove the
  * dir unless CD_KEEP_TEST_DIR is set. */
 void harness_destroy(struct harness *h);
+/* cmocka fixtures: a zeroed harness in *state (the test calls
+ * harness_init), and harness_destroy + free, also after a failed test. */
+int harness_setup(void **state);
+int harness_teardown(void **state);
 
 enum hstart { H_BOOTSTRAP, H_JOIN, H_RESTART, H_FORCE_NEW_CLUSTER };
 /* Start node i (join goes through node `via`'s API with its join token). */

@@ -36,21 +36,6 @@
 
 static const char *const flags[] = {"--profile", "fast", NULL};
 
-static int setup(void **state)
-{
-    struct harness *h = calloc(1, sizeof *h);
-    *state = h;
-    return h == NULL ? -1 : 0;
-}
-
-static int teardown(void **state)
-{
-    struct harness *h = *state;
-    harness_destroy(h);
-    free(h);
-    return 0;
-}
-
 /* The backup status as the leader tells it: 0 and *out, or the error. */
 static int status(struct harness *h, struct cd_msg *out)
 {
@@ -226,8 +211,8 @@ static void test_scheduled_backups(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test_setup_teardown(test_scheduled_backups, setup,
-                                        teardown),
+        cmocka_unit_test_setup_teardown(test_scheduled_backups, harness_setup,
+                                        harness_teardown),
     };
     return cmocka_run_group_tests_name("backup", tests, NULL, NULL);
 }

@@ -42,20 +42,6 @@ static void sleep_ms(unsigned ms)
     nanosleep(&ts, NULL);
 }
 
-static int setup(void **state)
-{
-    struct harness *h = calloc(1, sizeof *h);
-    *state = h;
-    return h == NULL ? -1 : 0;
-}
-
-static int teardown(void **state)
-{
-    harness_destroy(*state);
-    free(*state);
-    return 0;
-}
-
 /* Bootstrap node 0, join the others through it, wait for the voters. */
 static void form(struct harness *h, int n, unsigned voters)
 {
@@ -874,27 +860,28 @@ static void test_rolling_restart_loses_nothing(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test_setup_teardown(test_writes_across_leader_kill, setup,
-                                        teardown),
-        cmocka_unit_test_setup_teardown(test_catch_up_by_snapshot, setup,
-                                        teardown),
+        cmocka_unit_test_setup_teardown(test_writes_across_leader_kill,
+                                        harness_setup, harness_teardown),
+        cmocka_unit_test_setup_teardown(test_catch_up_by_snapshot,
+                                        harness_setup, harness_teardown),
         cmocka_unit_test_setup_teardown(test_store_rebuilt_after_machine_stop,
-                                        setup, teardown),
-        cmocka_unit_test_setup_teardown(test_leave_join_cycles, setup,
-                                        teardown),
+                                        harness_setup, harness_teardown),
+        cmocka_unit_test_setup_teardown(test_leave_join_cycles, harness_setup,
+                                        harness_teardown),
         cmocka_unit_test_setup_teardown(test_refuse_removal_below_majority,
-                                        setup, teardown),
-        cmocka_unit_test_setup_teardown(test_standby_replaces_dead_voter, setup,
-                                        teardown),
-        cmocka_unit_test_setup_teardown(test_force_new_cluster, setup,
-                                        teardown),
-        cmocka_unit_test_setup_teardown(test_new_cluster_from_backup, setup,
-                                        teardown),
-        cmocka_unit_test_setup_teardown(test_bad_input, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_watch_resume_and_compacted, setup,
-                                        teardown),
+                                        harness_setup, harness_teardown),
+        cmocka_unit_test_setup_teardown(test_standby_replaces_dead_voter,
+                                        harness_setup, harness_teardown),
+        cmocka_unit_test_setup_teardown(test_force_new_cluster, harness_setup,
+                                        harness_teardown),
+        cmocka_unit_test_setup_teardown(test_new_cluster_from_backup,
+                                        harness_setup, harness_teardown),
+        cmocka_unit_test_setup_teardown(test_bad_input, harness_setup,
+                                        harness_teardown),
+        cmocka_unit_test_setup_teardown(test_watch_resume_and_compacted,
+                                        harness_setup, harness_teardown),
         cmocka_unit_test_setup_teardown(test_rolling_restart_loses_nothing,
-                                        setup, teardown),
+                                        harness_setup, harness_teardown),
     };
     /* CD_TEST_FILTER=test_name (a glob) runs only matching tests. */
     const char *filter = getenv("CD_TEST_FILTER");

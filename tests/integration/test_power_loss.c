@@ -53,20 +53,6 @@ static void tool_path(char *out, size_t len, const char *name)
     snprintf(out, len, "%s/%s", exe, name);
 }
 
-static int setup(void **state)
-{
-    struct harness *h = calloc(1, sizeof *h);
-    *state = h;
-    return h == NULL ? -1 : 0;
-}
-
-static int teardown(void **state)
-{
-    harness_destroy(*state);
-    free(*state);
-    return 0;
-}
-
 /* Start node i, under the shim or not: the environment is set for the
  * child only (the harness forks at once) and taken back after. */
 static void start(struct harness *h, int i, enum hstart how, enum shim shim)
@@ -261,9 +247,10 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(
-            test_power_loss_keeps_acknowledged_writes, setup, teardown),
+            test_power_loss_keeps_acknowledged_writes, harness_setup,
+            harness_teardown),
         cmocka_unit_test_setup_teardown(test_control_without_syncs_loses_writes,
-                                        setup, teardown),
+                                        harness_setup, harness_teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -44,21 +44,6 @@
 
 static const char *const flags[] = {"--profile", "fast", NULL};
 
-static int setup(void **state)
-{
-    struct harness *h = calloc(1, sizeof *h);
-    *state = h;
-    return h == NULL ? -1 : 0;
-}
-
-static int teardown(void **state)
-{
-    struct harness *h = *state;
-    harness_destroy(h);
-    free(h);
-    return 0;
-}
-
 static void form(struct harness *h)
 {
     check_rc(harness_init(h, 3, flags), 0);
@@ -424,12 +409,12 @@ static void test_downloads_share_copies(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test_setup_teardown(test_restore_children_reattach, setup,
-                                        teardown),
+        cmocka_unit_test_setup_teardown(test_restore_children_reattach,
+                                        harness_setup, harness_teardown),
         cmocka_unit_test_setup_teardown(test_force_new_cluster_child_ahead,
-                                        setup, teardown),
-        cmocka_unit_test_setup_teardown(test_downloads_share_copies, setup,
-                                        teardown),
+                                        harness_setup, harness_teardown),
+        cmocka_unit_test_setup_teardown(test_downloads_share_copies,
+                                        harness_setup, harness_teardown),
     };
     const char *filter = getenv("CD_TEST_FILTER");
     if (filter != NULL && filter[0] != '\0') {
