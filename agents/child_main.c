@@ -81,10 +81,8 @@ static void usage(FILE *f)
 
 static int parse_uint(const char *v, unsigned lo, unsigned hi, unsigned *out)
 {
-    char *end;
-    errno = 0;
-    unsigned long x = strtoul(v, &end, 10);
-    if (errno != 0 || end == v || *end != '\0' || x < lo || x > hi) {
+    unsigned long long x;
+    if (kvconf_uint(v, lo, hi, &x) != 0) {
         return -1;
     }
     *out = (unsigned)x;

@@ -39,23 +39,6 @@ static int bad(char *err, size_t errlen, const char *key, const char *why)
     return CD_ECONFIG;
 }
 
-static int parse_uint(const char *v,
-                      unsigned long long max,
-                      unsigned long long *out)
-{
-    char *end;
-    if (v[0] == '\0' || v[0] == '-') {
-        return -1;
-    }
-    errno = 0;
-    unsigned long long n = strtoull(v, &end, 10);
-    if (errno != 0 || *end != '\0' || n > max) {
-        return -1;
-    }
-    *out = n;
-    return 0;
-}
-
 /* "a.b.c.d:port" with a port in 1..65535 (raft needs IPv4 or a name). */
 static int check_addr(const char *v)
 {
@@ -64,7 +47,7 @@ static int check_addr(const char *v)
     if (colon == NULL || colon == v || strlen(v) >= 64) {
         return -1;
     }
-    if (parse_uint(colon + 1, 65535, &port) != 0 || port == 0) {
+    if (kvconf_uint(colon + 1, 1, 65535, &port) != 0) {
         return -1;
     }
     return 0;
@@ -78,14 +61,14 @@ static int check_addr(const char *v)
         snprintf(c->field, sizeof c->field, "%s", value); \
     } while (0)
 
-#define UINT(field, lo, hi)                                              \
-    do {                                                                 \
-        unsigned long long n_;                                           \
-        if (parse_uint(value, (hi), &n_) != 0 || n_ + 1 < (lo) + 1ULL) { \
-            return bad(err, errlen, key,                                 \
-                       "expected a number in " #lo ".." #hi);            \
-        }                                                                \
-        c->field = n_;                                                   \
+#define UINT(field, lo, hi)                                   \
+    do {                                                      \
+        unsigned long long n_;                                \
+        if (kvconf_uint(value, (lo), (hi), &n_) != 0) {       \
+            return bad(err, errlen, key,                      \
+                       "expected a number in " #lo ".." #hi); \
+        }                                                     \
+        c->field = n_;                                        \
     } while (0)
 
 int config_set(struct cd_config *c,

@@ -108,6 +108,24 @@ int kvconf_parse(const char *text,
     return 0;
 }
 
+int kvconf_uint(const char *v,
+                unsigned long long lo,
+                unsigned long long hi,
+                unsigned long long *out)
+{
+    char *end;
+    if (v[0] == '\0' || v[0] == '-') {
+        return -1;
+    }
+    errno = 0;
+    unsigned long long n = strtoull(v, &end, 10);
+    if (errno != 0 || *end != '\0' || n < lo || n > hi) {
+        return -1;
+    }
+    *out = n;
+    return 0;
+}
+
 int kvconf_load(const char *path,
                 int flags,
                 kvconf_set_fn set,

@@ -52,6 +52,13 @@ int kvconf_parse(const char *text,
                  char *err,
                  size_t errlen);
 
+/* A setting's number: decimal (strtoull's, but never negative), in
+ * lo..hi, nothing after it.  0 with *out set, or -1. */
+int kvconf_uint(const char *v,
+                unsigned long long lo,
+                unsigned long long hi,
+                unsigned long long *out);
+
 /*
  * Read the file at path and parse it as above; errors say "path:N: why".
  * 0; -errno when it cannot be read (err says why); CD_ECONFIG for a file
