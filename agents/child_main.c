@@ -147,23 +147,6 @@ static int set_cb(void *arg,
     return config_set(arg, key, value, why, whylen);
 }
 
-/* "KEY=VALUE" of --set: 0, or CD_ECONFIG with err saying why. */
-static int config_kv(struct child_config *c,
-                     const char *kv,
-                     char *err,
-                     size_t len)
-{
-    const char *eq = strchr(kv, '=');
-    char key[64];
-    if (eq == NULL || eq == kv || (size_t)(eq - kv) >= sizeof key) {
-        snprintf(err, len, "expected KEY=VALUE");
-        return CD_ECONFIG;
-    }
-    memcpy(key, kv, (size_t)(eq - kv));
-    key[eq - kv] = '\0';
-    return config_set(c, key, eq + 1, err, len);
-}
-
 /* The file: whole-line comments only, as a check command may hold '#'. */
 static int config_load(struct child_config *c, const char *path)
 {
@@ -449,7 +432,7 @@ int main(int argc, char **argv)
         } else if (strcmp(a, "--log-level") == 0) {
             key = "log_level";
         } else if (strcmp(a, "--set") == 0) {
-            if (config_kv(&cfg, v, err, sizeof err) != 0) {
+            if (kvconf_arg(v, set_cb, &cfg, err, sizeof err) != 0) {
                 fprintf(stderr, "clusterd-child: --set %s: %s\n", v, err);
                 return EXIT_USAGE;
             }

@@ -3,8 +3,6 @@
  */
 #include "config.h"
 
-#include <ctype.h>
-#include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -185,6 +183,14 @@ int config_parse(struct cd_config *c,
 {
     return kvconf_parse(text, len, KVCONF_INLINE_COMMENTS, set_cb, c, err,
                         errlen);
+}
+
+int config_set_arg(struct cd_config *c,
+                   const char *kv,
+                   char *err,
+                   size_t errlen)
+{
+    return kvconf_arg(kv, set_cb, c, err, errlen);
 }
 
 int config_load(struct cd_config *c, const char *path, char *err, size_t errlen)

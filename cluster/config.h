@@ -69,6 +69,13 @@ int config_set(struct cd_config *c,
                char *err,
                size_t errlen);
 
+/* A "KEY=VALUE" argument (--set): as config_set, or -EINVAL when it has
+ * no such shape (lib/kvconf.h, kvconf_arg). */
+int config_set_arg(struct cd_config *c,
+                   const char *kv,
+                   char *err,
+                   size_t errlen);
+
 /* Read a file of "key = value" lines ('#' comments; lib/kvconf.h).
  * CD_ECONFIG with "file:line: why" in err, or -errno if it cannot be
  * read. */

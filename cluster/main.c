@@ -14,6 +14,7 @@
  * READY=1 once the API listens and raft has started, and STOPPING=1 when
  * a stop begins; without NOTIFY_SOCKET sd_notify does nothing.
  */
+#include <errno.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -156,15 +157,12 @@ int main(int argc, char **argv)
         } else if (strcmp(a, "--log-level") == 0) {
             key = "log_level";
         } else if (strcmp(a, "--set") == 0 && v != NULL) {
-            const char *eq = strchr(v, '=');
-            char kv[64];
-            if (eq == NULL || eq == v || (size_t)(eq - v) >= sizeof kv) {
+            rc = config_set_arg(&cfg, v, err, sizeof err);
+            if (rc == -EINVAL) {
                 fprintf(stderr, "clusterd: --set expects KEY=VALUE\n");
                 return 2;
             }
-            memcpy(kv, v, (size_t)(eq - v));
-            kv[eq - v] = '\0';
-            if (config_set(&cfg, kv, eq + 1, err, sizeof err) != 0) {
+            if (rc != 0) {
                 fprintf(stderr, "clusterd: %s\n", err);
                 return 1;
             }

@@ -108,6 +108,23 @@ int kvconf_parse(const char *text,
     return 0;
 }
 
+int kvconf_arg(const char *kv,
+               kvconf_set_fn set,
+               void *arg,
+               char *err,
+               size_t errlen)
+{
+    const char *eq = strchr(kv, '=');
+    char key[64];
+    if (eq == NULL || eq == kv || (size_t)(eq - kv) >= sizeof key) {
+        snprintf(err, errlen, "expected KEY=VALUE");
+        return -EINVAL;
+    }
+    memcpy(key, kv, (size_t)(eq - kv));
+    key[eq - kv] = '\0';
+    return set(arg, key, eq + 1, err, errlen);
+}
+
 int kvconf_uint(const char *v,
                 unsigned long long lo,
                 unsigned long long hi,

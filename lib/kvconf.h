@@ -59,6 +59,16 @@ int kvconf_uint(const char *v,
                 unsigned long long hi,
                 unsigned long long *out);
 
+/* One "KEY=VALUE" command-line argument (--set): the key is what comes
+ * before the first '=' (under 64 bytes), the value all after it.  0; -EINVAL
+ * with err saying so when it has no such shape; or the setter's nonzero
+ * return with its why in err. */
+int kvconf_arg(const char *kv,
+               kvconf_set_fn set,
+               void *arg,
+               char *err,
+               size_t errlen);
+
 /*
  * Read the file at path and parse it as above; errors say "path:N: why".
  * 0; -errno when it cannot be read (err says why); CD_ECONFIG for a file

@@ -127,6 +127,19 @@ static void test_refusals(void **state)
                    "vip_lease_ms: must be below");
     expect_refused(ADDRS "bootstrap_is_not_a_key = yes\n", "line 3:");
 
+    /* --set KEY=VALUE */
+    struct cd_config c;
+    char err[256];
+    config_defaults(&c);
+    assert_int_equal(config_set_arg(&c, "voters=5", err, sizeof err), 0);
+    assert_int_equal(c.voters, 5);
+    assert_int_equal(config_set_arg(&c, "voters", err, sizeof err), -EINVAL);
+    assert_int_equal(config_set_arg(&c, "=5", err, sizeof err), -EINVAL);
+    assert_int_equal(config_set_arg(&c, "voters=4", err, sizeof err),
+                     CD_ECONFIG);
+    assert_int_equal(config_set_arg(&c, "token=a=b", err, sizeof err), 0);
+    assert_string_equal(c.token, "a=b");
+
     /* A value too long for its field is refused, not cut. */
     char text[600];
     memset(text, 'x', sizeof text);
