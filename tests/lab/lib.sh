@@ -80,27 +80,78 @@ lab_exited() { # PID: gone, or a zombie.  lab_stop_all runs in a command
     [ "${st%% *}" = Z ]
 }
 
-lab_stop() { # KEY [SIG]: signal by PID, SIGKILL after LAB_STOP_GRACE s,
-    # reap, forget; returns 1 when it took the SIGKILL
+lab_hung_report() { # KEY PID: where each thread of a process that ignored its
+    # stop signal is blocked, for the run's directory (hung-KEY.txt)
+    local t f
+    {
+        echo "$1 (pid $2) still running ${LAB_STOP_GRACE} s after its signal"
+        for t in /proc/"$2"/task/*; do
+            echo "-- thread ${t##*/}: $(cut -d' ' -f3 "$t/stat" 2>/dev/null)" \
+                "wchan=$(cat "$t/wchan" 2>/dev/null) syscall=$(cat "$t/syscall" 2>/dev/null)"
+            cat "$t/stack" 2>/dev/null
+        done
+        for f in /proc/"$2"/fd/*; do echo "fd ${f##*/} -> $(readlink "$f")"; done
+        t=$(awk '/^TracerPid:/ {print $2}' /proc/"$2"/status 2>/dev/null)
+        if [ -n "$t" ] && [ "$t" != 0 ]; then
+            echo "-- traced by $t: $(tr '\0' ' ' </proc/"$t"/cmdline 2>/dev/null)" \
+                "state $(cut -d' ' -f3 /proc/"$t"/stat 2>/dev/null)" \
+                "wchan=$(cat /proc/"$t"/wchan 2>/dev/null) syscall=$(cat /proc/"$t"/syscall 2>/dev/null)"
+            cat /proc/"$t"/stack 2>/dev/null
+            grep -E '^(State|PPid|Tgid|SigPnd|ShdPnd|SigBlk|SigIgn|SigCgt)' /proc/"$t"/status 2>/dev/null
+        fi
+        grep -E '^(SigPnd|ShdPnd|SigBlk|SigIgn|SigCgt)' /proc/"$2"/status 2>/dev/null
+        if command -v gdb >/dev/null; then
+            echo "-- gdb: every thread's stack"
+            timeout 20 gdb -p "$2" -batch -nx -ex 'thread apply all bt' </dev/null 2>&1 | grep -v '^\[New LWP'
+        fi
+        echo "-- /proc/locks (posix and flock locks of every process)"
+        cat /proc/locks
+    } >"$LAB_DIR/hung-$1.txt" 2>&1
+}
+
+lab_stopped() { # PID: in a job-control stop (SIGSTOP'd: state T)
+    local st
+    st=$(cat "/proc/$1/stat" 2>/dev/null) || return 1
+    st=${st##*) }
+    [ "${st%% *}" = T ]
+}
+
+lab_wake() { # PID: SIGCONT, only to a process that is stopped.  SIGCONT
+    # discards a pending SIGSTOP: sent to a sanitizer build during its exit,
+    # it cancels the stop LeakSanitizer's ptrace attach is waiting for, and
+    # the process spins for ever (the extended suite's child monitor did).
+    lab_stopped "$1" && kill -CONT "$1" 2>/dev/null
+    return 0
+}
+
+lab_stop() { # KEY [SIG] [nosignal]: signal by PID (unless nosignal: it has
+    # been), SIGKILL after LAB_STOP_GRACE s, reap, forget; returns 1 when it
+    # took the SIGKILL
     local key=$1 sig=${2:-TERM} pid=${LAB_PID[$1]:-} i rc=0
     [ -n "$pid" ] || return 0
-    kill -CONT "$pid" 2>/dev/null
-    kill "-$sig" "$pid" 2>/dev/null
+    if [ "${3:-}" != nosignal ]; then
+        lab_wake "$pid"
+        kill "-$sig" "$pid" 2>/dev/null
+    fi
     for ((i = 0; i < LAB_STOP_GRACE * 10; i++)); do
         lab_exited "$pid" && break
         sleep 0.1
     done
-    lab_exited "$pid" || { kill -9 "$pid" 2>/dev/null; rc=1; }
+    lab_exited "$pid" || { lab_hung_report "$key" "$pid"; kill -9 "$pid" 2>/dev/null; rc=1; }
     { wait "$pid"; } 2>/dev/null
     unset "LAB_PID[$key]"
     return $rc
 }
 
-lab_stop_all() { # SIG KEY...: signal them all at once, then stop each as
-    # lab_stop; prints the keys that needed SIGKILL
+lab_stop_all() { # SIG KEY...: signal them all at once (each once), then
+    # stop each as lab_stop; prints the keys that needed SIGKILL
     local sig=$1 k; shift
-    for k in "$@"; do lab_signal "$k" CONT; lab_signal "$k" "$sig"; done
-    for k in "$@"; do lab_stop "$k" "$sig" || echo "$k"; done
+    for k in "$@"; do
+        [ -n "${LAB_PID[$k]:-}" ] || continue
+        lab_wake "${LAB_PID[$k]}"
+        lab_signal "$k" "$sig"
+    done
+    for k in "$@"; do lab_stop "$k" "$sig" nosignal || echo "$k"; done
 }
 
 lab_reap() { # KEY: the process is gone (killed elsewhere): reap it, forget it

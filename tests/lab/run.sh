@@ -691,7 +691,7 @@ if [ -n "$L" ]; then
     echo "$(lab_now_ms) stop $L" >>"$D/proc-timeline"
     hung+=" $(lab_stop_all TERM "p$L")"
 fi
-[ -z "${hung// /}" ] || problem "still running $LAB_STOP_GRACE s after SIGTERM (killed): $hung"
+[ -z "${hung// /}" ] || problem "still running $LAB_STOP_GRACE s after SIGTERM (killed; where each was blocked: hung-KEY.txt): $hung"
 sleep 0.2
 lab_stop_all TERM $(for n in $PARENTS; do echo "vipmon$n"; done) >/dev/null
 
@@ -723,21 +723,44 @@ W=$(awk '/^windows/ {print $2}' "$D/vip-windows")
 # among them.  libraft 0.22.1 drops the AppendEntries that reach a follower
 # while it installs a snapshot without freeing them (docs/lab.md, "What the
 # lab found"); a leak with any frame of ours still fails the run.
-dep_leak_only() { # LOG
+dep_leak_only() { # LOG: every leak LeakSanitizer reports is a known one of
+    # libraft 0.22.1's (docs/lab.md), each record's stack entirely in libraft
+    # and libuv: prints which ("entries", "truncate" or both); status 1 else.
+    #   entries   AppendEntries dropped during a snapshot install: the
+    #             decoded entries arrays (realloc'd in libraft) among them
+    #   truncate  a log truncation still waiting on its write barrier when
+    #             raft_close runs: the request (malloc'd by UvTruncate) and
+    #             its barrier (calloc'd by uvBarrierCreate), 88 bytes; the
+    #             offsets are those call sites in Debian's 0.22.1-1~bpo12+1
     grep -q 'ERROR: LeakSanitizer' "$1" || return 1
     grep -q -E 'Assertion|ERROR: AddressSanitizer|runtime error:|ThreadSanitizer' "$1" && return 1
-    awk '/ERROR: LeakSanitizer/ { on = 1 }
-         on && /^ *#[0-9]+ / {
-             if ($0 !~ /asan_malloc_linux|libraft\.so|libuv\.so/) bad = 1
-             if (prev ~ /__interceptor_realloc/ && $0 ~ /libraft\.so/) arrays = 1
-             prev = $0
-         }
-         END { exit (bad || !arrays) }' "$1"
+    awk -v ver="$(dpkg-query -W -f='${Version}' libraft0 2>/dev/null)" '
+        function close_rec() {
+            if (!rec) return
+            if (site ~ /^realloc libraft\.so/) entries = 1
+            else if (ver == "0.22.1-1~bpo12+1" &&
+                     (site ~ /^malloc libraft\.so\.0\+0x29033\)/ ||
+                      site ~ /^calloc libraft\.so\.0\+0x1af9c\)/)) truncate = 1
+            else other = 1  # allowed beside the entries leak only (its buffers)
+            rec = 0
+        }
+        /ERROR: LeakSanitizer/ { on = 1 }
+        on && /(Direct|Indirect) leak of/ { close_rec(); rec = 1; site = ""; alloc = "" }
+        on && rec && /^ *#[0-9]+ / {
+            if ($0 !~ /asan_malloc_linux|libraft\.so|libuv\.so/) bad = 1
+            if ($0 ~ /__interceptor_/) { alloc = $0; sub(/.*__interceptor_/, "", alloc); sub(/ .*/, "", alloc) }
+            else if (site == "" && alloc != "") { site = $0; sub(/.*\//, "", site); site = alloc " " site }
+        }
+        /^SUMMARY/ { close_rec(); on = 0 }
+        END {
+            if (bad || (other && !entries) || !(entries || truncate)) exit 1
+            print (entries ? "entries" : "") (entries && truncate ? "," : "") (truncate ? "truncate" : "")
+        }' "$1"
 }
 SAN_LOGS=""
 for f in $(grep -l -E 'Assertion|AddressSanitizer|LeakSanitizer|runtime error:|ThreadSanitizer' "$D"/*.log 2>/dev/null); do
-    if dep_leak_only "$f"; then
-        say "known libraft leak (AppendEntries dropped during a snapshot install) in $(basename "$f"): $(grep -m1 '^SUMMARY' "$f")"
+    if kind=$(dep_leak_only "$f"); then
+        say "known libraft leak ($kind; docs/lab.md) in $(basename "$f"): $(grep -m1 '^SUMMARY' "$f")"
         echo "figure ${SCEN//-/_}_libraft_leak_logs 1 count" >>"$D/figures"
     else
         SAN_LOGS+="$(basename "$f") "
