@@ -1476,6 +1476,10 @@ static void change_cb(struct raft_change *req, int status)
     struct server *s = req->data;
     int rc = server__raft_err(status);
     fsm_flush(&s->fsm);
+    if (status != 0 && s->change_conn == NULL) {
+        log_warn("api", "membership change for node %llu failed: %s",
+                 (unsigned long long)s->change_id, raft_strerror(status));
+    }
     if (rc == 0 && s->change_action == CD_MEMBER_ADD) {
         char key[64], id[24];
         server__member_key(key, sizeof key, s->change_id);
@@ -2249,8 +2253,16 @@ static void auto_promote(struct server *s)
         int rv = raft_assign(&s->raft, &s->change, id, role, change_cb);
         if (rv == 0) {
             s->change_busy = 1;
+            s->promote_err = 0;
             log_info("api", "promoting node %llu to %s", (unsigned long long)id,
                      role == RAFT_VOTER ? "voter" : "standby");
+        } else if (rv != s->promote_err || id != s->promote_err_id) {
+            s->promote_err = rv;
+            s->promote_err_id = id;
+            log_warn("api", "cannot promote node %llu to %s yet: %s (%s)",
+                     (unsigned long long)id,
+                     role == RAFT_VOTER ? "voter" : "standby",
+                     raft_strerror(rv), raft_errmsg(&s->raft));
         }
         return;
     }

@@ -193,6 +193,10 @@ struct server
     uint64_t change_id;
     char change_api[64];
     int change_action;
+    /* The last refusal auto_promote logged (raft error and node), so that a
+     * refusal repeated every tick is logged once. */
+    int promote_err;
+    uint64_t promote_err_id;
 
     /* Observability (metrics.h): NULL unless metrics_address is set. */
     struct metrics *metrics;
