@@ -1580,6 +1580,17 @@ static void leave_by_transfer(struct conn *c, const struct cd_msg *req)
     log_info("api", "asked to remove itself: handing leadership over first");
 }
 
+/* Would libraft take a configuration change now?  Asked before raft_add
+ * and raft_remove, which libraft 0.22.1 refuses only after encoding the new
+ * configuration, and then leaks the encoding: a change of the previous
+ * leader's, or a promotion's catch-up, still in flight. */
+static int config_settled(struct server *s)
+{
+    return s->raft.configuration_uncommitted_index == 0 &&
+           (raft_state(&s->raft) != RAFT_LEADER ||
+            s->raft.leader_state.promotee_id == 0);
+}
+
 static void member_change(struct conn *c, struct cd_msg *req)
 {
     struct server *s = c->s;
@@ -1589,7 +1600,7 @@ static void member_change(struct conn *c, struct cd_msg *req)
         send_error(c, req->request_id, CD_ENOTLEADER);
         return;
     }
-    if (s->change_busy) {
+    if (s->change_busy || !config_settled(s)) {
         send_error(c, req->request_id, CD_EBUSY);
         return;
     }
@@ -2202,6 +2213,16 @@ static void check_cb(uv_check_t *h)
     flush_reads(s);
     flush_watches(s);
     flush_leaderless(s, 0);
+    raft_index marker = s->raft.configuration_uncommitted_index;
+    if (raftfix_check(&s->raftfix, &s->raft) == 1) {
+        log_warn("raft",
+                 "repaired libraft's membership bookkeeping: the change "
+                 "marked at index %llu was applied without being recorded "
+                 "(libraft 0.22.1 bug; configuration of %u member(s) now "
+                 "committed as of index %llu)",
+                 (unsigned long long)marker, s->raft.configuration.n,
+                 (unsigned long long)s->raft.configuration_committed_index);
+    }
 }
 
 /* The voter target: /cluster/voters if set, else the configuration. */

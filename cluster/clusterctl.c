@@ -1967,19 +1967,41 @@ static int read_token_file(const char *file, char *buf, size_t size)
     return buf[0] != '\0' ? 0 : -EINVAL;
 }
 
+static uint64_t mono_ms(void)
+{
+    struct timespec ts;
+
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
+}
+
+/* How long 'leave' keeps asking while the leader is busy with another
+ * membership change (its own promotions, or a new leader's inherited
+ * change): --timeout, else this. */
+#define BUSY_WAIT_MS 15000u
+
+/* One membership change.  busy_wait: CD_EBUSY (another change under way)
+ * is asked again every 200 ms until --timeout (BUSY_WAIT_MS without one);
+ * otherwise it is the answer. */
 static int member_change(const char *what,
                          struct cd_msg *req,
-                         const char *done_msg)
+                         const char *done_msg,
+                         int busy_wait)
 {
     struct cd_client *c;
     struct cd_msg resp;
     int rc = open_client(&c);
+    uint64_t deadline =
+        mono_ms() + (g.timeout_ms != 0 ? g.timeout_ms : BUSY_WAIT_MS);
 
     if (rc != 0) {
         return rc;
     }
     req->type = CD_MSG_MEMBER_CHANGE;
-    rc = cd_client_call(c, req, &resp);
+    while ((rc = cd_client_call(c, req, &resp)) == CD_EBUSY && busy_wait &&
+           mono_ms() + 200 < deadline) {
+        usleep(200000);
+    }
     cd_client_close(c);
     if (rc != 0) {
         int code = fail(what, rc, 0);
@@ -2063,7 +2085,7 @@ static int member_add(int argc, char **argv)
     req.u.member_change.address = pos[0];
     req.u.member_change.api_address = api;
     req.u.member_change.token = token;
-    return member_change("member add", &req, "member added");
+    return member_change("member add", &req, "member added", 0);
 }
 
 static int member_by_id(const char *cmd,
@@ -2095,7 +2117,7 @@ static int member_by_id(const char *cmd,
     req.u.member_change.id = id;
     req.u.member_change.role = role;
     snprintf(what, sizeof(what), "%s %" PRIu64, cmd, id);
-    return member_change(what, &req, done_msg);
+    return member_change(what, &req, done_msg, 0);
 }
 
 static int member_main(int argc, char **argv)
@@ -3065,8 +3087,10 @@ static const char leave_help[] =
     "Take the parent whose API is ADDR (default: the first endpoint) out of\n"
     "the cluster and stop it.  A leader hands leadership over first.  It is\n"
     "refused (CD_EQUORUM) when it would leave fewer live voters than a\n"
-    "majority.  The node's data directory is no longer a member's: wipe it\n"
-    "before the host joins again.\n"
+    "majority.  While the leader is busy with another membership change\n"
+    "(CD_EBUSY) it asks again every 200 ms, up to --timeout (15 s without).\n"
+    "The node's data directory is no longer a member's: wipe it before the\n"
+    "host joins again.\n"
     "\n"
     "       clusterctl leave --child [--data DIR | --id ID]\n"
     "\n"
@@ -3198,7 +3222,7 @@ static int leave_main(int argc, char **argv)
     req.u.member_change.id = id;
     char what[64];
     snprintf(what, sizeof(what), "leave: remove %" PRIu64, id);
-    rc = member_change(what, &req, "member removed");
+    rc = member_change(what, &req, "member removed", 1);
     if (rc != EXIT_OK) {
         return rc;
     }

@@ -1164,6 +1164,7 @@ static int start_raft(struct server *s, int bootstrap)
     }
     s->raft_inited = 1;
     s->fsm.raft = &s->raft;
+    raftfix_init(&s->raftfix);
     stagger_init(&s->stagger, &s->raft, &s->io, s->cfg.election_ms,
                  s->cfg.heartbeat_ms);
     raft_set_heartbeat_timeout(&s->raft, s->cfg.heartbeat_ms);

@@ -15,6 +15,7 @@
 #include "config.h"
 #include "fsm.h"
 #include "server.h"
+#include "raftfix.h"
 #include "stagger.h"
 
 enum lead_state {
@@ -88,6 +89,7 @@ struct server
                     raft_io_tick_cb tick,
                     raft_io_recv_cb recv);
     struct stagger stagger;
+    struct raftfix raftfix; /* libraft 0.22.1 membership bookkeeping */
     /*
      * The store holds a state the Raft log cannot rebuild (a backup
      * restored into a new cluster) until a snapshot of it is persisted:
