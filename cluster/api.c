@@ -1246,7 +1246,11 @@ static void send_members(struct conn *c, uint64_t request_id)
             ms[i].api_address = apis[i];
         }
         ms[i].leader = ms[i].id == leader;
-        ms[i].reachable = 1;
+        /* The leader's failure detector; a parent with no leader knows
+         * only itself. */
+        ms[i].reachable = raft_state(&s->raft) == RAFT_LEADER
+                              ? server__member_alive(s, ms[i].id)
+                              : ms[i].id == s->id;
     }
     struct cd_msg m;
     memset(&m, 0, sizeof m);
@@ -1990,9 +1994,18 @@ static void dispatch(struct conn *c, struct cd_msg *msg)
         case CD_MSG_STATUS:
             send_status(c, msg->request_id);
             break;
-        case CD_MSG_MEMBERS:
+        case CD_MSG_MEMBERS: {
+            /* The leader's view, as etcd's member list: a follower sends
+             * the client there.  With no live leader, the parent asked
+             * answers with what it knows. */
+            const char *leader = server__live_leader_api(s);
+            if (raft_state(&s->raft) != RAFT_LEADER && leader != NULL) {
+                send_error_now(c, msg->request_id, CD_ENOTLEADER, leader);
+                break;
+            }
             send_members(c, msg->request_id);
             break;
+        }
         case CD_MSG_MEMBER_CHANGE:
             member_change(c, msg);
             break;
