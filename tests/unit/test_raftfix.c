@@ -77,9 +77,9 @@ static void submit(struct fx *x, struct raft *leader, unsigned n)
     for (unsigned i = 0; i < n; i++) {
         assert_true(x->n_applies < 16);
         struct raft_buffer b = {raft_calloc(1, 8), 8};
-        assert_int_equal(raft_apply(leader, &x->applies[x->n_applies++], &b, 1,
-                                    apply_cb),
-                         0);
+        assert_int_equal(
+            raft_apply(leader, &x->applies[x->n_applies++], &b, 1, apply_cb),
+            0);
     }
 }
 
@@ -124,8 +124,8 @@ static int setup(void **state)
     raft_configuration_init(&conf);
     const char *addr[] = {"1", "2", "3", "4"};
     for (unsigned i = 0; i < 4; i++) {
-        assert_int_equal(raft_configuration_add(&conf, i + 1, addr[i], RAFT_VOTER),
-                         0);
+        assert_int_equal(
+            raft_configuration_add(&conf, i + 1, addr[i], RAFT_VOTER), 0);
     }
     for (unsigned i = 0; i < 4; i++) {
         assert_int_equal(raft_bootstrap(raft_fixture_get(&x->f, i), &conf), 0);
@@ -232,8 +232,8 @@ static void test_legit_marker_untouched(void **state)
         raft_fixture_saturate(&x->f, i, 0);
     }
     x->change_status = -1;
-    assert_int_equal(raft_assign(leader, &x->change, 5, RAFT_STANDBY, change_cb),
-                     0);
+    assert_int_equal(
+        raft_assign(leader, &x->change, 5, RAFT_STANDBY, change_cb), 0);
     steps(x, 3);
     raft_index marker = leader->configuration_uncommitted_index;
     assert_true(marker > raft_last_applied(leader));
