@@ -1976,21 +1976,25 @@ static uint64_t mono_ms(void)
 }
 
 /* How long 'leave' keeps asking while the leader is busy with another
- * membership change (its own promotions, or a new leader's inherited
- * change): --timeout, else this. */
+ * membership change, or changed hands under the request: --timeout, else
+ * this. */
 #define BUSY_WAIT_MS 15000u
 
-/* One membership change.  busy_wait: CD_EBUSY (another change under way)
- * is asked again every 200 ms until --timeout (BUSY_WAIT_MS without one);
- * otherwise it is the answer. */
+/* One membership change.  retry (a removal: the same request again means
+ * the same thing, ids are never reused): CD_EBUSY (another change under
+ * way) and CD_ELEADERLOST (the leader changed before the answer) are asked
+ * again every 200 ms until --timeout (BUSY_WAIT_MS without one); after a
+ * lost answer, CD_ENOTFOUND means the first attempt did it.  Without
+ * retry, the first answer is the answer. */
 static int member_change(const char *what,
                          struct cd_msg *req,
                          const char *done_msg,
-                         int busy_wait)
+                         int retry)
 {
     struct cd_client *c;
     struct cd_msg resp;
     int rc = open_client(&c);
+    int lost = 0;
     uint64_t deadline =
         mono_ms() + (g.timeout_ms != 0 ? g.timeout_ms : BUSY_WAIT_MS);
 
@@ -1998,8 +2002,18 @@ static int member_change(const char *what,
         return rc;
     }
     req->type = CD_MSG_MEMBER_CHANGE;
-    while ((rc = cd_client_call(c, req, &resp)) == CD_EBUSY && busy_wait &&
-           mono_ms() + 200 < deadline) {
+    for (;;) {
+        rc = cd_client_call(c, req, &resp);
+        if (rc == CD_ENOTFOUND && lost) {
+            rc = 0; /* the attempt whose answer was lost removed it */
+            memset(&resp, 0, sizeof resp);
+            break;
+        }
+        if (!retry || (rc != CD_EBUSY && rc != CD_ELEADERLOST) ||
+            mono_ms() + 200 >= deadline) {
+            break;
+        }
+        lost |= rc == CD_ELEADERLOST;
         usleep(200000);
     }
     cd_client_close(c);
@@ -3088,7 +3102,9 @@ static const char leave_help[] =
     "the cluster and stop it.  A leader hands leadership over first.  It is\n"
     "refused (CD_EQUORUM) when it would leave fewer live voters than a\n"
     "majority.  While the leader is busy with another membership change\n"
-    "(CD_EBUSY) it asks again every 200 ms, up to --timeout (15 s without).\n"
+    "(CD_EBUSY), or when leadership changed before the answer\n"
+    "(CD_ELEADERLOST), it asks again every 200 ms, up to --timeout (15 s\n"
+    "without one).\n"
     "The node's data directory is no longer a member's: wipe it before the\n"
     "host joins again.\n"
     "\n"
