@@ -776,6 +776,55 @@ static void close_all(struct server *s);
 
 static void base_logged(struct server *s);
 
+/*
+ * libraft 0.22.1 crashes when an InstallSnapshot from the leader arrives
+ * while the node writes a snapshot of its own: it defers the install, and
+ * its take-snapshot callback then starts the deferred install through a
+ * pointer it has just cleared (takeSnapshotCb, src/legacy.c: a NULL
+ * dereference; seen in lab-extended's flaky-links).  may_snapshot keeps a
+ * follower from writing one when an install is likely; this closes the
+ * rest: such a message waits in the server until the write's callback has
+ * run, then goes to raft, which installs it at once.  A newer install
+ * replaces a waiting one (the leader sends again after its timeout).
+ */
+static void held_free(struct server *s)
+{
+    if (s->held_valid) {
+        raft_configuration_close(&s->held.install_snapshot.conf);
+        raft_free(s->held.install_snapshot.data.base);
+        s->held_valid = 0;
+    }
+}
+
+static void recv_guarded(struct raft_io *io, struct raft_message *m)
+{
+    struct server *s = SERVER_OF_IO(io);
+    if (m->type != RAFT_INSTALL_SNAPSHOT || s->own_snapshots == 0) {
+        s->io_recv(io, m);
+        return;
+    }
+    held_free(s);
+    s->held = *m;
+    snprintf(s->held_addr, sizeof s->held_addr, "%s",
+             m->server_address != NULL ? m->server_address : "");
+    s->held.server_address = s->held_addr;
+    s->held_valid = 1;
+    log_info("server",
+             "snapshot from the leader (index %llu) waits for this node's "
+             "own snapshot write",
+             (unsigned long long)m->install_snapshot.last_index);
+}
+
+/* An own snapshot write's callback has run: a waiting install goes on. */
+static void own_snapshot_over(struct server *s)
+{
+    if (--s->own_snapshots == 0 && s->held_valid && !s->stopping) {
+        struct raft_message m = s->held;
+        s->held_valid = 0; /* raft owns its buffers from here */
+        s->io_recv(&s->io, &m);
+    }
+}
+
 static void snapshot_put_done(struct raft_io_snapshot_put *put, int status)
 {
     struct snapshot_job *job = put->data;
@@ -789,6 +838,7 @@ static void snapshot_put_done(struct raft_io_snapshot_put *put, int status)
      * setting of that moment: a restored base is declared logged after. */
     job->raft_cb(job->raft_req, status);
     free(job);
+    own_snapshot_over(s);
     if (logged) {
         base_logged(s);
     }
@@ -820,6 +870,7 @@ static void snapshot_copy_done(uv_work_t *w, int status)
         raft_free(job->buf.base);
         job->raft_cb(job->raft_req, rv);
         free(job);
+        own_snapshot_over(s);
     }
     server__work_done(s);
 }
@@ -839,7 +890,8 @@ static int start_staggered(struct raft_io *io,
                            raft_io_recv_cb recv)
 {
     struct server *s = SERVER_OF_IO(io);
-    int rv = s->io_start(io, msecs, tick, recv);
+    s->io_recv = recv;
+    int rv = s->io_start(io, msecs, tick, recv_guarded);
     if (rv == 0 && s->cfg.election_stagger) {
         int e = stagger_start(&s->stagger, s->loop, tick);
         if (e != 0) {
@@ -880,6 +932,7 @@ static int snapshot_put_deferred(struct raft_io *io,
         return RAFT_IOERR;
     }
     s->snap_job = job;
+    s->own_snapshots++;
     return 0;
 }
 
@@ -1444,6 +1497,7 @@ static void close_all(struct server *s)
     if (stagger_close(&s->stagger, handle_closed_cb, s)) {
         s->handles_open++;
     }
+    held_free(s);
     if (s->raft_inited) {
         s->raft.data = s;
         raft_close(&s->raft, raft_closed_cb);

@@ -90,6 +90,14 @@ struct server
                     raft_io_recv_cb recv);
     struct stagger stagger;
     struct raftfix raftfix; /* libraft 0.22.1 membership bookkeeping */
+    /* raft's receive callback, wrapped: an InstallSnapshot that arrives
+     * while a snapshot of this node's own is being written waits here
+     * until that write's callback has run (server.c, recv_guarded). */
+    raft_io_recv_cb io_recv;
+    unsigned own_snapshots; /* own snapshot writes in flight */
+    int held_valid;
+    struct raft_message held;
+    char held_addr[64];
     /*
      * The store holds a state the Raft log cannot rebuild (a backup
      * restored into a new cluster) until a snapshot of it is persisted:
