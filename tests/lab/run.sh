@@ -28,7 +28,8 @@
 # The last line is "RESULT <scenario> <seed> pass|fail <seconds> <why>".
 # Exit 0 on pass, 1 on a failed check, 2 when the run could not be set up.
 #
-# Knobs: LAB_DURATION (s; each scenario has its own, plan.sh), LAB_PARENTS
+# Knobs: LAB_DURATION (s; each scenario has its own, plan.sh), LAB_TAIL (s
+# of workload after the plan's last step, 3), LAB_PARENTS
 # (3), LAB_PROFILE (fast), LAB_RATE (operations a second per client thread,
 # 250), LAB_THREADS (4),
 # LAB_CONTROL (nosync | nolease: a negative control, see suite.sh),
@@ -643,14 +644,20 @@ say "formed in $((SECONDS - T_START)) s"
 T_FORMED=$SECONDS
 
 # The workload and the nemesis.
+# The clients run DURATION s, and on for LAB_TAIL s (3) after the plan's
+# last step: a step that ran late (a restart under a sanitizer build) must
+# still be followed by requests, or the checker cannot see the recovery.
+T_WORK=$SECONDS
 lab_spawn client c "$D/client.log" "$TOOLS/lab_client" --endpoints "$VIP:$API_PORT" \
     --seed "$SEED" --threads "${LAB_THREADS:-4}" --rate "${LAB_RATE:-250}" \
-    --duration-s "$DURATION" --max-ops 200000 \
+    --duration-s $((DURATION + 120)) --max-ops 200000 \
     --timeout-ms 1000 --out "$D/history.jsonl"
 run_plan "$D/plan"
-for ((i = 0; i < DURATION * 10 + 600; i++)); do lab_alive client || break; sleep 0.1; done
-lab_alive client && problem "the client outlived its duration by a minute"
-lab_stop client TERM
+END_WORK=$((SECONDS + ${LAB_TAIL:-3}))
+[ "$END_WORK" -ge $((T_WORK + DURATION)) ] || END_WORK=$((T_WORK + DURATION))
+while [ "$SECONDS" -lt "$END_WORK" ] && ! lab_exited "${LAB_PID[client]}"; do sleep 0.1; done
+lab_exited "${LAB_PID[client]}" && problem "the client exited before the workload's end (client.log)"
+lab_stop client TERM || problem "the client did not stop within $LAB_STOP_GRACE s of SIGTERM"
 
 # Heal (the plan's last step did) and converge.
 heal_all
