@@ -265,7 +265,13 @@ static void arm(struct server *s, uint64_t now)
             next = s->vip_claim_at;
         }
     }
-    uv_timer_start(&s->vip_timer, timer_cb, next > now ? next - now : 0, 0);
+    /* Never 0: libuv 1.44 runs a timer that is due now again in the same
+     * turn, without polling for I/O, so a step evaluate() cannot take yet
+     * (a lease barrier while a leadership transfer holds new entries)
+     * would spin the loop for ever, and the transfer, waiting on I/O,
+     * would never end (seen in make lab, membership: the leader asked to
+     * leave hung).  1 ms lets the loop poll between two looks. */
+    uv_timer_start(&s->vip_timer, timer_cb, next > now ? next - now : 1, 0);
 }
 
 void server__vip_check(struct server *s)
