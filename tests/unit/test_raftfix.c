@@ -15,39 +15,8 @@
 #include <raft.h>
 #include <raft/fixture.h>
 
+#include "null_fsm.h"
 #include "cluster/raftfix.h"
-
-static int fsm_apply(struct raft_fsm *fsm,
-                     const struct raft_buffer *buf,
-                     void **result)
-{
-    (void)fsm;
-    (void)buf;
-    *result = NULL;
-    return 0;
-}
-
-static int fsm_snapshot(struct raft_fsm *fsm,
-                        struct raft_buffer *bufs[],
-                        unsigned *n_bufs)
-{
-    (void)fsm;
-    *bufs = raft_malloc(sizeof **bufs);
-    if (*bufs == NULL) {
-        return RAFT_NOMEM;
-    }
-    (*bufs)[0].base = raft_calloc(1, 8);
-    (*bufs)[0].len = 8;
-    *n_bufs = 1;
-    return 0;
-}
-
-static int fsm_restore(struct raft_fsm *fsm, struct raft_buffer *buf)
-{
-    (void)fsm;
-    raft_free(buf->base);
-    return 0;
-}
 
 struct fx
 {
@@ -111,10 +80,7 @@ static int setup(void **state)
     assert_non_null(x);
     assert_int_equal(raft_fixture_init(&x->f), 0);
     for (unsigned i = 0; i < 5; i++) {
-        x->fsms[i].version = 1;
-        x->fsms[i].apply = fsm_apply;
-        x->fsms[i].snapshot = fsm_snapshot;
-        x->fsms[i].restore = fsm_restore;
+        null_fsm_init(&x->fsms[i]);
         assert_int_equal(raft_fixture_grow(&x->f, &x->fsms[i]), 0);
         if (getenv("CD_FIXTURE_TRACE") == NULL) {
             raft_fixture_get(&x->f, i)->tracer = NULL; /* quiet */

@@ -15,6 +15,7 @@
 #include <raft/fixture.h>
 #include <uv.h>
 
+#include "null_fsm.h"
 #include "cluster/stagger.h"
 
 #define E 150
@@ -42,40 +43,6 @@ static void test_timeouts(void **state)
     }
 }
 
-/* A state machine that does nothing: the test is about timers only. */
-static int fsm_apply(struct raft_fsm *fsm,
-                     const struct raft_buffer *buf,
-                     void **result)
-{
-    (void)fsm;
-    (void)buf;
-    *result = NULL;
-    return 0;
-}
-
-static int fsm_snapshot(struct raft_fsm *fsm,
-                        struct raft_buffer *bufs[],
-                        unsigned *n_bufs)
-{
-    (void)fsm;
-    *bufs = raft_malloc(sizeof **bufs);
-    if (*bufs == NULL) {
-        return RAFT_NOMEM;
-    }
-    (*bufs)[0].base = raft_malloc(8);
-    (*bufs)[0].len = 8;
-    memset((*bufs)[0].base, 0, 8);
-    *n_bufs = 1;
-    return 0;
-}
-
-static int fsm_restore(struct raft_fsm *fsm, struct raft_buffer *buf)
-{
-    (void)fsm;
-    raft_free(buf->base);
-    return 0;
-}
-
 static unsigned ticks;
 static void count_tick(struct raft_io *io)
 {
@@ -91,14 +58,10 @@ static void closed(uv_handle_t *h)
 /* Three servers with the do-nothing state machine, not started. */
 static void fixture3(struct raft_fixture *f, struct raft_fsm fsms[3])
 {
-    memset(fsms, 0, 3 * sizeof *fsms);
     memset(f, 0, sizeof *f); /* raft_fixture_init leaves leader_id */
     assert_int_equal(raft_fixture_init(f), 0);
     for (unsigned i = 0; i < 3; i++) {
-        fsms[i].version = 1;
-        fsms[i].apply = fsm_apply;
-        fsms[i].snapshot = fsm_snapshot;
-        fsms[i].restore = fsm_restore;
+        null_fsm_init(&fsms[i]);
         assert_int_equal(raft_fixture_grow(f, &fsms[i]), 0);
     }
 }
